@@ -1,0 +1,112 @@
+"""The public surface plugins build on: data descriptions and the three plugin contracts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from pcnbench.errors import ParamError
+from pcnbench.recipe import Recipe
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from pcnbench.session import Session
+
+__all__ = [
+    "DataInfo",
+    "DatasetPlugin",
+    "FolderSplits",
+    "Method",
+    "ModelPlugin",
+    "ParamError",
+    "Params",
+    "Recipe",
+    "TensorSplits",
+]
+
+
+class Params(BaseModel):
+    """Base class of a plugin's parameters: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about a dataset, available without loading it."""
+
+    input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
+    num_classes: int
+
+
+@dataclass
+class TensorSplits:
+    """A dataset held in memory: float32 inputs in [0, 1] shaped (N, *input_shape), int64 labels.
+
+    `mean`/`std` are per-channel statistics the session normalizes with after augmentation.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class FolderSplits:
+    """A dataset too large for memory: map-style datasets yielding normalized (input, label).
+
+    `train` applies the training augmentation; `calibration` is the training set without it.
+    """
+
+    train: Dataset
+    test: Dataset
+    calibration: Dataset
+    num_workers: int = 4
+
+
+class DatasetPlugin:
+    """Contract of a dataset: cheap `info`, and `load` returning tensors or folder datasets."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+
+    def info(self, params: Any) -> DataInfo:
+        """Describe the data (shape, classes) without loading it."""
+        raise NotImplementedError
+
+    def load(self, params: Any) -> TensorSplits | FolderSplits:
+        """Load the data; raise DatasetMissingError when it is absent and not downloadable."""
+        raise NotImplementedError
+
+
+class ModelPlugin:
+    """Contract of a model family: build a fresh, randomly initialized network."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+
+    def build(self, params: Any, info: DataInfo) -> nn.Module:
+        """Return a new network for inputs `info.input_shape` and `info.num_classes` outputs."""
+        raise NotImplementedError
+
+
+class Method:
+    """Contract of a reduction method: `run` drives a session the way the algorithm reads."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+
+    def check(self, params: Any, recipe: Recipe) -> None:
+        """Reject values that conflict with the recipe by raising ParamError(key, message)."""
+
+    def run(self, session: Session, params: Any) -> None:
+        """Train, transform and record results through the session."""
+        raise NotImplementedError

@@ -1,0 +1,264 @@
+"""The `pcnbench` command: run, validate, plugins, results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pcnbench
+from pcnbench.errors import PcnbenchError, PluginError, SuiteError
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+SUMMARY_COLUMNS = [
+    ("label", "cell"),
+    ("status", "status"),
+    ("params", "params"),
+    ("macs", "MACs"),
+    ("accuracy", "test acc"),
+    ("train_time_s", "train s"),
+    ("epochs_trained", "epochs"),
+]
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _load(path: str, *, need_plugins: bool = True) -> tuple[Any, Any]:
+    from pcnbench.manager import load_plugins
+    from pcnbench.suite import load_suite
+
+    host = load_plugins()
+    if need_plugins:
+        host.raise_for_failures()
+    return load_suite(path, host), host
+
+
+def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any) -> None:
+    todo_ids = {c.id for c in todo} if todo is not None else None
+    out.print(f"suite '{loaded.name}' ({loaded.file}): {len(cells)} cells")
+    for cell in cells:
+        mark = ""
+        if todo_ids is not None:
+            mark = "  [run]" if cell.id in todo_ids else "  [done, skip]"
+        out.print(f"{cell.id}  {cell.label}{mark}", markup=False, soft_wrap=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a suite and print its expanded matrix."""
+    from pcnbench.cells import expand
+
+    loaded, _ = _load(args.suite)
+    _print_plan(loaded, expand(loaded), None, _console())
+    return EXIT_OK
+
+
+def _fmt(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if column in ("params", "macs", "dense_params", "dense_macs"):
+        return f"{int(value):,}"
+    if column == "accuracy":
+        return f"{100 * float(value):.2f}%"
+    if column in ("train_time_s", "epochs_trained"):
+        return f"{float(value):.1f}"
+    return str(value)
+
+
+def _summary(frame: Any, ids: set[str], out: Any) -> None:
+    from rich.table import Table
+
+    frame = frame[frame["cell_id"].isin(ids)]
+    table = Table(title="results (params: count; MACs: per sample, measured by torch FlopCounter)")
+    for _, header in SUMMARY_COLUMNS:
+        table.add_column(header, justify="left" if header in ("cell", "status") else "right")
+    for _, row in frame.iterrows():
+        table.add_row(*(_fmt(row.get(col), col) for col, _ in SUMMARY_COLUMNS))
+    out.print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run (or with --dry-run, plan) a suite."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from pcnbench.runner import Runner
+    from pcnbench.store import Store
+
+    loaded, host = _load(args.suite)
+    out = _console()
+    runner = Runner(loaded, host, output=args.output, device=args.device, argv=sys.argv)
+    cells, todo = runner.plan(args.only, args.force)
+    if args.dry_run:
+        _print_plan(loaded, cells, todo, out)
+        out.print(f"{len(todo)} to run, {len(cells) - len(todo)} already done → {runner.output}")
+        return EXIT_OK
+    if not cells:
+        raise SuiteError(f"--only {args.only!r} matches no cell", file=loaded.file)
+    with Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        disable=args.quiet,
+    ) as progress:
+        runner.progress = progress
+        summary = runner.run(only=args.only, force=args.force)
+    store = Store(runner.output / "results.db")
+    _summary(store.results_frame(), {c.id for c in cells}, out)
+    store.close()
+    out.print(
+        f"{len(summary.done)} trained, {summary.skipped} already done, "
+        f"{len(summary.failed)} failed → {runner.output / 'results.db'}"
+    )
+    if summary.interrupted:
+        out.print("interrupted: finished cells are stored; run the same command to continue")
+        return EXIT_INTERRUPTED
+    if summary.failed:
+        out.print(f"failed cells: {', '.join(summary.failed)} (see `pcnbench results`)")
+        return EXIT_FAILED_CELLS
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List loaded plugins and what each registers."""
+    from rich.table import Table
+
+    from pcnbench.manager import load_plugins
+
+    host = load_plugins()
+    table = Table(title="pcnbench plugins (entry-point group 'pcnbench')")
+    for header in ("plugin", "distribution", "version", "methods", "models", "datasets"):
+        table.add_column(header)
+    for info in host.infos.values():
+
+        def names(kind: str, _info: Any = info) -> str:
+            got = _info.registers.get(kind, [])
+            if len(got) > 8:
+                return ", ".join(got[:6]) + f", … ({len(got)} in all)"
+            return ", ".join(got)
+
+        methods = names("methods") if not info.error else f"[failed] {info.error}"
+        table.add_row(
+            info.name,
+            info.distribution,
+            info.version,
+            methods,
+            names("models"),
+            names("datasets"),
+        )
+    _console().print(table)
+    return EXIT_FAILED_CELLS if host.failures() else EXIT_OK
+
+
+def _markdown(frame: Any) -> str:
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """Print stored results, one row per result."""
+    from pcnbench.store import Store
+
+    try:
+        store = Store.open_existing(args.dir)
+    except FileNotFoundError as exc:
+        raise PcnbenchError(f"{exc} (run a suite first, or pass its output directory)") from None
+    frame = store.results_frame()
+    store.close()
+    if args.format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif args.format == "json":
+        records = json.loads(frame.to_json(orient="records"))
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+    elif args.format == "markdown":
+        sys.stdout.write(_markdown(frame) + "\n")
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"results in {args.dir}")
+        shown = [c for c in frame.columns if c not in ("error", "label")]
+        for col in shown:
+            table.add_column(col, overflow="fold")
+        for _, row in frame.iterrows():
+            table.add_row(*(_fmt(row[c], c) for c in shown))
+        _console().print(table)
+        failed = frame[frame["status"] != "done"]
+        for _, row in failed.iterrows():
+            last = (row["error"] or "").strip().splitlines()[-1:] or [""]
+            _console().print(f"{row['cell_id']} {row['status']}: {last[0]}", markup=False)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="pcnbench", description="Benchmark neural-network parameter reduction methods."
+    )
+    parser.add_argument("--version", action="version", version=f"pcnbench {pcnbench.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite (skips cells already done)")
+    run.add_argument("suite", help="suite YAML file")
+    run.add_argument("--dry-run", action="store_true", help="print the cells, train nothing")
+    run.add_argument("--force", action="store_true", help="retrain cells already done")
+    run.add_argument("--only", metavar="PATTERN", help="only cells whose id or label matches")
+    run.add_argument("--output", metavar="DIR", help="results directory (default reports/<name>)")
+    run.add_argument("--device", help="override the suite's device (auto, cpu, cuda, cuda:N)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a suite and print its expanded matrix")
+    val.add_argument("suite")
+    val.set_defaults(func=cmd_validate)
+
+    plug = sub.add_parser("plugins", help="list loaded plugins and what they register")
+    plug.set_defaults(func=cmd_plugins)
+
+    res = sub.add_parser("results", help="print stored results")
+    res.add_argument("dir", help="a suite's output directory (or its results.db)")
+    res.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    res.set_defaults(func=cmd_results)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pcnbench` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SuiteError, PluginError) as exc:
+        print(f"error: {exc}" if isinstance(exc, PluginError) else str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except PcnbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Every hook a pcnbench plugin can implement; this module is the extension API.
+
+A plugin is a module (or object) exposed under the ``pcnbench`` entry-point group whose
+functions are decorated with :data:`hookimpl`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("pcnbench")
+hookimpl = pluggy.HookimplMarker("pcnbench")
+
+Register = Callable[[Any], None]
+
+
+@hookspec
+def register_methods(register: Register) -> None:
+    """Register reduction methods: call ``register(m)`` with each `pcnbench.api.Method`."""
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Register model families: call ``register(m)`` with each `pcnbench.api.ModelPlugin`."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register datasets: call ``register(d)`` with each `pcnbench.api.DatasetPlugin`."""
+
+
+@hookspec
+def on_cell_start(cell: Any) -> None:
+    """Called in the driver before a cell trains, with its `pcnbench.cells.Cell`."""
+
+
+@hookspec
+def on_epoch_end(cell: Any, record: Any) -> None:
+    """Called after each training epoch with the cell and its `pcnbench.session.EpochRecord`."""
+
+
+@hookspec
+def on_cell_end(cell: Any, status: str, results: list[dict]) -> None:
+    """Called after a cell ends (status done, failed or interrupted) with its result rows."""

@@ -1,0 +1,201 @@
+"""Plugin loading: a pluggy manager over the `pcnbench` entry points, and the name registries."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import pluggy
+
+from pcnbench import hookspecs
+from pcnbench.api import DatasetPlugin, Method, ModelPlugin
+from pcnbench.errors import PluginError
+
+GROUP = "pcnbench"
+T = TypeVar("T")
+
+_KINDS: dict[str, tuple[str, type]] = {
+    "method": ("register_methods", Method),
+    "model": ("register_models", ModelPlugin),
+    "dataset": ("register_datasets", DatasetPlugin),
+}
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin: where it came from and what it registered."""
+
+    name: str
+    distribution: str
+    version: str
+    registers: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class Registered(Generic[T]):
+    """A registered object and the plugin that registered it."""
+
+    obj: T
+    plugin: str
+
+
+class Registry(Generic[T]):
+    """Name → object for one kind (methods, models or datasets)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, Registered[T]] = {}
+
+    def add(self, obj: T, plugin: str) -> None:
+        """Register `obj` under its name; a name registered twice names both plugins."""
+        name = getattr(obj, "name", "")
+        if name in self._items:
+            other = self._items[name].plugin
+            raise PluginError(
+                f"{self.kind} '{name}' is registered by two plugins: '{other}' and '{plugin}'"
+            )
+        self._items[name] = Registered(obj, plugin)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def get(self, name: str) -> T:
+        """The object registered as `name` (KeyError if none)."""
+        return self._items[name].obj
+
+    def plugin_of(self, name: str) -> str:
+        """Name of the plugin that registered `name`."""
+        return self._items[name].plugin
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)
+
+    def unknown_message(self, name: str) -> str:
+        """Say that `name` is not registered, with a close match and the known names."""
+        close = difflib.get_close_matches(name, self.names(), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        shown = self.names()
+        listing = ", ".join(shown[:30]) + (f", … ({len(shown)} in all)" if len(shown) > 30 else "")
+        return f"unknown {self.kind} '{name}'{hint} (known: {listing})"
+
+
+class PluginHost:
+    """The loaded plugins: the pluggy manager and one registry per kind."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.methods: Registry[Method] = Registry("method")
+        self.models: Registry[ModelPlugin] = Registry("model")
+        self.datasets: Registry[DatasetPlugin] = Registry("dataset")
+        self.infos: dict[str, PluginInfo] = {}
+
+    @property
+    def hook(self) -> Any:
+        """The pluggy hook relay (for lifecycle hooks)."""
+        return self.pm.hook
+
+    def failures(self) -> list[PluginInfo]:
+        """Plugins that failed to load."""
+        return [info for info in self.infos.values() if info.error]
+
+    def raise_for_failures(self) -> None:
+        """Raise a PluginError describing every plugin that failed to load."""
+        bad = self.failures()
+        if bad:
+            lines = [f"plugin '{p.name}' ({p.distribution} {p.version}): {p.error}" for p in bad]
+            raise PluginError("plugin(s) failed to load:\n  " + "\n  ".join(lines))
+
+    def add(self, plugin: object, name: str, distribution: str = "", version: str = "") -> None:
+        """Register one plugin object (module or instance) under `name`."""
+        if self.pm.has_plugin(name) or name in self.infos:
+            prev = self.infos.get(name)
+            where = f" (from {prev.distribution})" if prev else ""
+            raise PluginError(
+                f"plugin name '{name}' from {distribution or 'an explicit registration'} "
+                f"is already used by another plugin{where}"
+            )
+        self.pm.register(plugin, name=name)
+        self.infos[name] = PluginInfo(name, distribution, version)
+
+    def collect(self) -> None:
+        """Call the register_* hooks of every plugin and fill the registries."""
+        unknown = [
+            f"'{impl.plugin_name}' implements unknown hook '{hook}'"
+            for hook, impls in self._unverified_hooks()
+            for impl in impls
+        ]
+        if unknown:
+            raise PluginError("; ".join(unknown))
+        for kind, (hook_name, base) in _KINDS.items():
+            registry = getattr(self, kind + "s")
+            caller = getattr(self.pm.hook, hook_name)
+            for impl in caller.get_hookimpls():
+                plugin = impl.plugin_name
+
+                def register(
+                    obj: Any,
+                    _plugin: str = plugin,
+                    _base: type = base,
+                    _registry: Registry = registry,
+                    _kind: str = kind,
+                ) -> None:
+                    if not isinstance(obj, _base) or not getattr(obj, "name", ""):
+                        raise PluginError(
+                            f"plugin '{_plugin}' registered {obj!r}, which is not a named "
+                            f"{_base.__module__}.{_base.__qualname__} instance"
+                        )
+                    _registry.add(obj, _plugin)
+                    info = self.infos.get(_plugin)
+                    if info is not None:
+                        info.registers.setdefault(_kind + "s", []).append(obj.name)
+
+                try:
+                    impl.function(register=register)
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin '{plugin}' raised in {hook_name}: {type(exc).__name__}: {exc}"
+                    ) from exc
+
+    def _unverified_hooks(self) -> Iterable[tuple[str, list[Any]]]:
+        for name in dir(self.pm.hook):
+            caller = getattr(self.pm.hook, name)
+            if isinstance(caller, pluggy.HookCaller) and not caller.has_spec():
+                yield name, caller.get_hookimpls()
+
+
+def load_plugins(
+    extra: Iterable[tuple[str, object]] = (), *, entry_points: bool = True
+) -> PluginHost:
+    """Load the `pcnbench` entry points (plus `extra` (name, plugin) pairs) and what they register.
+
+    A plugin that fails to import is recorded (see `PluginHost.failures`) rather than raised, so
+    that `pcnbench plugins` can still list it; commands that run suites call `raise_for_failures`.
+    """
+    host = PluginHost()
+    if entry_points:
+        for ep in sorted(md.entry_points(group=GROUP), key=lambda e: e.name):
+            dist = ep.dist.metadata["Name"] if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else "?"
+            try:
+                module = ep.load()
+            except Exception as exc:
+                host.infos[ep.name] = PluginInfo(
+                    ep.name,
+                    dist,
+                    version,
+                    error=f"import of {ep.value} failed: {type(exc).__name__}: {exc}",
+                )
+                continue
+            host.add(module, ep.name, dist, version)
+    for name, plugin in extra:
+        host.add(plugin, name, "(registered in code)", "")
+    host.collect()
+    return host

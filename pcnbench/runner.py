@@ -1,0 +1,248 @@
+"""Running a suite: cells one after another in the driver, each stored as it finishes."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcnbench.cells import Cell, expand, select
+from pcnbench.errors import PcnbenchError, SuiteError
+from pcnbench.manager import PluginHost
+from pcnbench.provenance import environment
+from pcnbench.store import Store
+from pcnbench.suite import LoadedSuite
+
+
+@dataclass
+class RunSummary:
+    """What a run did: cells selected, skipped as already done, finished, failed."""
+
+    output: Path
+    selected: int = 0
+    skipped: int = 0
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def pick_device(loaded: LoadedSuite, override: str | None = None) -> str:
+    """Resolve `device: auto|cpu|cuda[:N]` against what this machine has."""
+    import torch
+
+    wanted = override or loaded.suite.device
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise loaded.source.error(
+            ("device",), f"'{wanted}' requested but this machine has no usable CUDA device"
+        )
+    if wanted == "mps" and not torch.backends.mps.is_available():
+        raise loaded.source.error(("device",), "'mps' requested but MPS is not available")
+    return wanted
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_determinism(on: bool, device: str) -> None:
+    """Deterministic kernels when asked (slower); otherwise let cuDNN pick the fastest."""
+    import torch
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = device.startswith("cuda")
+
+
+def run_cell(
+    cell: Cell,
+    host: PluginHost,
+    data: Any,
+    device: str,
+    *,
+    on_epoch_end: Callable[[Any], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Any:
+    """Build the cell's model, hand a fresh Session to its method, and return the session."""
+    from pcnbench.session import Session
+
+    dataset = host.datasets.get(cell.dataset.name)
+    info = dataset.info(cell.dataset.params)
+    seed_everything(cell.seed)
+    model = host.models.get(cell.model.name).build(cell.model.params, info)
+    session = Session(
+        model,
+        data,
+        cell.recipe,
+        seed=cell.seed,
+        device=device,
+        on_epoch_end=on_epoch_end,
+        on_progress=on_progress,
+    )
+    host.methods.get(cell.method.name).run(session, cell.method.params)
+    if not session.results:
+        raise PcnbenchError(
+            f"method '{cell.method.name}' (plugin '{host.methods.plugin_of(cell.method.name)}')"
+            " finished without recording a result; call session.record()"
+        )
+    return session
+
+
+class Runner:
+    """Drives a loaded suite through the cells that still need to run."""
+
+    def __init__(
+        self,
+        loaded: LoadedSuite,
+        host: PluginHost,
+        *,
+        output: str | Path | None = None,
+        device: str | None = None,
+        progress: Any = None,
+        argv: list[str] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.host = host
+        self.output = loaded.output_dir(output)
+        self.device_override = device
+        self.progress = progress
+        self.argv = argv or []
+
+    def plan(self, only: str | None = None, force: bool = False) -> tuple[list[Cell], list[Cell]]:
+        """(selected cells, those of them that will train) given stored statuses."""
+        cells = select(expand(self.loaded), only)
+        db = self.output / "results.db"
+        statuses = Store(db).statuses() if db.exists() else {}
+        todo = [c for c in cells if force or statuses.get(c.id) != "done"]
+        return cells, todo
+
+    def run(self, *, only: str | None = None, force: bool = False) -> RunSummary:
+        """Run every selected cell that is not done yet (all of them with `force`)."""
+        device = pick_device(self.loaded, self.device_override)
+        set_determinism(self.loaded.suite.deterministic, device)
+        cells, todo = self.plan(only, force)
+        summary = RunSummary(self.output, selected=len(cells), skipped=len(cells) - len(todo))
+        store = Store(self.output / "results.db")
+        run_id = store.begin_run(
+            self.loaded.name,
+            self.loaded.file,
+            self.loaded.sha256,
+            self.loaded.text,
+            self.argv,
+            environment(self.loaded.file),
+        )
+        progress = self.progress
+        total = progress.add_task("suite", total=len(todo)) if progress else None
+        data_key, data = None, None
+        status = "done"
+        try:
+            for cell in todo:
+                key = (cell.dataset.name, repr(cell.dataset.params), cell.recipe.validation_split)
+                load_error = None
+                if key != data_key:
+                    data, data_key = None, key
+                    try:
+                        plugin = self.host.datasets.get(cell.dataset.name)
+                        data = plugin.load(cell.dataset.params)
+                    except PcnbenchError as exc:
+                        load_error = f"dataset '{cell.dataset.name}': {exc}"
+                        data_key = None
+                    except Exception:
+                        load_error = traceback.format_exc()
+                        data_key = None
+                ok = self._run_one(cell, store, run_id, device, data, load_error, progress)
+                (summary.done if ok else summary.failed).append(cell.id)
+                if progress:
+                    progress.advance(total)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            status = "interrupted"
+        finally:
+            if status != "interrupted" and summary.failed:
+                status = "failed"
+            store.end_run(run_id, status)
+            store.close()
+        return summary
+
+    def _run_one(
+        self,
+        cell: Cell,
+        store: Store,
+        run_id: int,
+        device: str,
+        data: Any,
+        load_error: str | None,
+        progress: Any,
+    ) -> bool:
+        store.start_cell(cell, run_id, device)
+        hook = self.host.hook
+        started = time.perf_counter()
+        task = progress.add_task(cell.label, total=None) if progress else None
+        session = None
+        try:
+            if load_error is not None:
+                raise _DataUnavailableError(load_error)
+            hook.on_cell_start(cell=cell)
+
+            def on_progress(step: int, total: int) -> None:
+                if progress:
+                    progress.update(task, completed=step, total=total)
+
+            def on_epoch_end(record: Any) -> None:
+                hook.on_epoch_end(cell=cell, record=record)
+
+            session = run_cell(
+                cell, self.host, data, device, on_epoch_end=on_epoch_end, on_progress=on_progress
+            )
+        except KeyboardInterrupt:
+            store.finish_cell(
+                cell.id,
+                "interrupted",
+                error="interrupted by the user (Ctrl-C); the next run retries this cell",
+                wall_time_s=time.perf_counter() - started,
+            )
+            hook.on_cell_end(cell=cell, status="interrupted", results=[])
+            raise
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, _DataUnavailableError) else traceback.format_exc()
+            store.finish_cell(
+                cell.id, "failed", error=message, wall_time_s=time.perf_counter() - started
+            )
+            hook.on_cell_end(cell=cell, status="failed", results=[])
+            return False
+        finally:
+            if progress:
+                progress.remove_task(task)
+        store.finish_cell(
+            cell.id,
+            "done",
+            results=session.results,
+            epochs=session.records,
+            phases=session.phases,
+            wall_time_s=time.perf_counter() - started,
+        )
+        hook.on_cell_end(cell=cell, status="done", results=list(session.results))
+        return True
+
+
+class _DataUnavailableError(Exception):
+    """The cell's dataset could not be loaded; the message says why."""
+
+
+__all__ = ["RunSummary", "Runner", "SuiteError", "pick_device", "run_cell"]

@@ -1,0 +1,358 @@
+"""The training session a method drives: optimizer, schedule, data order, phases and results."""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcnbench.api import FolderSplits, TensorSplits
+from pcnbench.counting import count_macs, count_params
+from pcnbench.data import make_source
+from pcnbench.recipe import Recipe
+from pcnbench.schedule import lr_at
+
+__all__ = ["EpochRecord", "PhaseRecord", "Session", "Snapshot"]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One completed training epoch; evaluation fields are None when it was not evaluated."""
+
+    phase: str
+    epoch: int  # epochs completed, 1-based
+    step: int  # optimizer steps completed
+    train_loss: float  # mean over the epoch's batches trained in this call
+    test_accuracy: float | None
+    test_loss: float | None
+    val_accuracy: float | None
+    lr: float  # learning rate of the epoch's last step
+    seconds: float  # wall time of the epoch's training, evaluation excluded
+
+
+@dataclass(frozen=True)
+class PhaseRecord:
+    """One named, metered stretch of a method's run (only outermost phases are recorded)."""
+
+    name: str
+    kind: str  # "train", "eval" or anything a method chooses, e.g. "transform"
+    wall_s: float
+    cpu_s: float
+    start_step: int
+    end_step: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything `Session.restore` needs to continue training exactly as from this point."""
+
+    model: nn.Module
+    optimizer_state: dict[str, Any]
+    step: int
+    rng: dict[str, Any]
+
+
+_UNTIL = re.compile(r"^\s*(\d+)\s*(ep|it)?\s*$")
+
+
+class Session:
+    """Trains one cell's model with the recipe; the object a `Method.run` drives.
+
+    The schedule and the data order are functions of the optimizer step, so training in
+    pieces, replacing the model, or restoring a snapshot all continue exactly where they are.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TensorSplits | FolderSplits,
+        recipe: Recipe,
+        seed: int,
+        device: torch.device | str = "cpu",
+        on_epoch_end: Callable[[EpochRecord], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.seed = seed
+        self.device = torch.device(device)
+        self.on_epoch_end = on_epoch_end
+        self.on_progress = on_progress
+        self._source = make_source(data, recipe, seed, self.device)
+        self.input_shape: tuple[int, ...] = self._source.input_shape
+        self.steps_per_epoch: int = self._source.num_batches()
+        self.total_steps: int = recipe.epochs * self.steps_per_epoch
+        self.records: list[EpochRecord] = []
+        self.results: list[dict[str, Any]] = []
+        self.phases: list[PhaseRecord] = []
+        self._phase_depth = 0
+        self._step = 0
+        self._steps_trained = 0
+        self.model = model
+        self.dense_params: int = count_params(self._model)
+        self.dense_macs: int = count_macs(self._model, self.input_shape)
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done on the current schedule position."""
+        return self._step
+
+    @property
+    def epoch(self) -> float:
+        """Current schedule position in (fractional) epochs."""
+        return self._step / self.steps_per_epoch
+
+    @property
+    def steps_trained(self) -> int:
+        """All optimizer steps this session has taken, restores included (never decreases)."""
+        return self._steps_trained
+
+    @property
+    def epochs_trained(self) -> float:
+        """`steps_trained` in epochs: the training a method is charged for."""
+        return self._steps_trained / self.steps_per_epoch
+
+    @property
+    def model(self) -> nn.Module:
+        """The network being trained; assigning one builds a fresh optimizer for it."""
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        self._model = model.to(self.device)
+        self._optimizer = self._build_optimizer(self._model)
+        self._lr: float | None = None  # forces the next step to set the schedule's rate
+
+    def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        o, wd = self.recipe.optimizer, self.recipe.weight_decay
+        params = [p for p in model.parameters() if p.requires_grad]
+        if o.name == "sgd":
+            return torch.optim.SGD(
+                params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=wd
+            )
+        optimizer = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+        return optimizer(params, lr=o.lr, betas=o.betas, weight_decay=wd)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of the current model (rebuilt whenever the model is replaced)."""
+        return self._optimizer
+
+    @property
+    def train_time_s(self) -> float:
+        """Wall seconds of all recorded phases of kind "train"."""
+        return sum(p.wall_s for p in self.phases if p.kind == "train")
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def phase(self, name: str, kind: str = "other") -> Iterator[None]:
+        """Meter a named stretch of work; nested phases are part of the outermost one."""
+        self._phase_depth += 1
+        if self._phase_depth > 1:
+            try:
+                yield
+            finally:
+                self._phase_depth -= 1
+            return
+        self._sync()
+        wall, cpu, start_step = time.perf_counter(), time.process_time(), self._steps_trained
+        try:
+            yield
+        finally:
+            self._phase_depth -= 1
+            self._sync()
+            self.phases.append(
+                PhaseRecord(
+                    name=name,
+                    kind=kind,
+                    wall_s=time.perf_counter() - wall,
+                    cpu_s=time.process_time() - cpu,
+                    start_step=start_step,
+                    end_step=self._steps_trained,
+                )
+            )
+
+    def _until_step(self, until: int | str) -> int:
+        if until == "end":
+            target = self.total_steps
+        else:
+            match = _UNTIL.match(str(until)) if not isinstance(until, bool) else None
+            if match is None:
+                raise ValueError(
+                    f"train(until={until!r}): expected an epoch count (5 or '5ep'), "
+                    "iterations ('500it') or 'end'"
+                )
+            count = int(match.group(1))
+            target = count if match.group(2) == "it" else count * self.steps_per_epoch
+        if target < self._step:
+            raise ValueError(
+                f"train(until={until!r}) is step {target}"
+                f" (epoch {target / self.steps_per_epoch:g}),"
+                f" before the current step {self._step} (epoch {self.epoch:g});"
+                " restore a snapshot to go back"
+            )
+        if target > self.total_steps:
+            raise ValueError(
+                f"train(until={until!r}) is step {target}, beyond the recipe's end at step "
+                f"{self.total_steps} ({self.recipe.epochs} epochs of {self.steps_per_epoch} steps)"
+            )
+        return target
+
+    def train(self, until: int | str = "end", phase: str = "train") -> None:
+        """Train from the current step to `until`: epochs (5, '5ep'), steps ('500it') or 'end'."""
+        stop = self._until_step(until)
+        with self.phase(phase, kind="train"):
+            while self._step < stop:
+                epoch, first = divmod(self._step, self.steps_per_epoch)
+                last = min(stop - epoch * self.steps_per_epoch, self.steps_per_epoch)
+                self._train_epoch(phase, epoch, first, last)
+
+    def _train_epoch(self, phase: str, epoch: int, first: int, last: int) -> None:
+        """Train batches `first:last` of `epoch`; record the epoch if that completes it."""
+        started = time.perf_counter()
+        model, optimizer, recipe = self._model, self._optimizer, self.recipe
+        steps_per_epoch, total = self.steps_per_epoch, self.total_steps
+        step = self._step
+        on_progress = self.on_progress
+        every = max(1, total // 100)
+        # Without a listener the progress check never fires: one int compare per step.
+        next_report = (step // every + 1) * every if on_progress is not None else -1
+        loss_sum = torch.zeros((), device=self.device)
+        model.train()
+        for x, y in self._source.batches(epoch, first, last):
+            lr = lr_at(step, steps_per_epoch, recipe)
+            if lr != self._lr:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                self._lr = lr
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # Accumulated on the device: reading it here would wait for the GPU every step.
+            loss_sum += loss.detach()
+            step += 1
+            self._step = step
+            self._steps_trained += 1
+            if step == next_report:
+                on_progress(step, total)  # type: ignore[misc]
+                next_report += every
+        if last < steps_per_epoch:
+            return
+        train_loss = loss_sum.item() / (last - first)
+        seconds = time.perf_counter() - started
+        if on_progress is not None and step % every:
+            on_progress(step, total)
+        done = epoch + 1
+        evaluate = (recipe.eval_every > 0 and done % recipe.eval_every == 0) or (
+            done == recipe.epochs
+        )
+        test = self.evaluate("test") if evaluate else None
+        val = self.evaluate("val") if evaluate and "val" in self._source.splits else None
+        record = EpochRecord(
+            phase=phase,
+            epoch=done,
+            step=step,
+            train_loss=train_loss,
+            test_accuracy=test["accuracy"] if test else None,
+            test_loss=test["loss"] if test else None,
+            val_accuracy=val["accuracy"] if val else None,
+            lr=self._lr if self._lr is not None else lr_at(step - 1, steps_per_epoch, recipe),
+            seconds=seconds,
+        )
+        self.records.append(record)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(record)
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Top-1 accuracy (0–1) and mean cross-entropy of the current model on a split."""
+        if split not in self._source.splits:
+            raise ValueError(
+                f"no {split!r} split to evaluate on (have {', '.join(self._source.splits)})"
+            )
+        with self.phase("eval", kind="eval"):
+            modes = [(module, module.training) for module in self._model.modules()]
+            self._model.eval()
+            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            loss = torch.zeros((), device=self.device)
+            n = 0
+            try:
+                with torch.no_grad():
+                    for x, y in self._source.eval_batches(split):
+                        out = self._model(x)
+                        loss += F.cross_entropy(out, y, reduction="sum")
+                        correct += (out.argmax(1) == y).sum()
+                        n += len(y)
+            finally:
+                for module, training in modes:
+                    module.training = training
+        return {"accuracy": correct.item() / n, "loss": loss.item() / n}
+
+    def snapshot(self) -> Snapshot:
+        """A deep copy of model, optimizer state, step and RNG states to `restore` later."""
+        rng: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return Snapshot(
+            model=copy.deepcopy(self._model),
+            optimizer_state=copy.deepcopy(self._optimizer.state_dict()),
+            step=self._step,
+            rng=rng,
+        )
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Go back to `snapshot` (reusable); `steps_trained` keeps counting the work done."""
+        # Copies again so one snapshot can be restored many times (IMP rewinds every level).
+        self.model = copy.deepcopy(snapshot.model)
+        self._optimizer.load_state_dict(copy.deepcopy(snapshot.optimizer_state))
+        self._step = snapshot.step
+        torch.set_rng_state(snapshot.rng["torch"])
+        random.setstate(snapshot.rng["python"])
+        np.random.set_state(snapshot.rng["numpy"])
+        if "cuda" in snapshot.rng:
+            torch.cuda.set_rng_state_all(snapshot.rng["cuda"])
+
+    def calibration_batches(
+        self, n: int = 5000, batch_size: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Inputs (no labels) of n unaugmented, normalized training samples in a seeded order.
+
+        The order depends on the cell seed only; fewer than n come back if the set is smaller.
+        """
+        return self._source.calibration_batches(n, batch_size)
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """Evaluate and count the current model, append the result row and return it."""
+        test = self.evaluate("test")
+        val = self.evaluate("val") if "val" in self._source.splits else None
+        row: dict[str, Any] = {
+            "accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "val_accuracy": val["accuracy"] if val else None,
+            "params": count_params(self._model),
+            "dense_params": self.dense_params,
+            "macs": count_macs(self._model, self.input_shape),
+            "dense_macs": self.dense_macs,
+            "train_time_s": self.train_time_s,
+            "epochs_trained": self.epochs_trained,
+            "step": self._step,
+            **extra,
+        }
+        self.results.append(row)
+        return row

@@ -1,0 +1,248 @@
+"""The results database: SQLite at <output>/results.db, written only by the driver process."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+
+# Stable, documented result columns, in display order; later columns are added on demand.
+RESULT_COLUMNS = [
+    "suite",
+    "cell_id",
+    "dataset",
+    "model",
+    "method",
+    "method_params",
+    "seed",
+    "status",
+    "params",
+    "dense_params",
+    "macs",
+    "dense_macs",
+    "accuracy",
+    "train_time_s",
+    "epochs_trained",
+    "error",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    suite TEXT, suite_file TEXT, suite_sha256 TEXT, suite_text TEXT,
+    argv TEXT, started_at TEXT, finished_at TEXT, status TEXT, environment TEXT
+);
+CREATE TABLE IF NOT EXISTS cells (
+    cell_id TEXT PRIMARY KEY,
+    suite TEXT, label TEXT,
+    dataset TEXT, dataset_params TEXT, model TEXT, model_params TEXT,
+    method TEXT, method_params TEXT, seed INTEGER, config TEXT,
+    status TEXT, error TEXT, run_id INTEGER, device TEXT,
+    started_at TEXT, finished_at TEXT, wall_time_s REAL
+);
+CREATE TABLE IF NOT EXISTS results (
+    cell_id TEXT, idx INTEGER,
+    params INTEGER, dense_params INTEGER, macs INTEGER, dense_macs INTEGER,
+    accuracy REAL, train_time_s REAL, epochs_trained REAL,
+    PRIMARY KEY (cell_id, idx)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    cell_id TEXT, idx INTEGER, phase TEXT, epoch INTEGER, step INTEGER,
+    train_loss REAL, test_accuracy REAL, test_loss REAL, val_accuracy REAL,
+    lr REAL, seconds REAL,
+    PRIMARY KEY (cell_id, idx)
+);
+CREATE TABLE IF NOT EXISTS phases (
+    cell_id TEXT, idx INTEGER, name TEXT, kind TEXT, wall_s REAL, cpu_s REAL,
+    start_step INTEGER, end_step INTEGER,
+    PRIMARY KEY (cell_id, idx)
+);
+"""
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _plain(value: Any) -> Any:
+    """A value SQLite can store: numbers and text as they are, the rest as JSON."""
+    if value is None or isinstance(value, (str, int, bytes)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, bool):
+        return int(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return asdict(obj) if is_dataclass(obj) else dict(obj)
+
+
+class Store:
+    """Cells, their results, per-epoch records and phases, and the runs that produced them."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        with self.db:
+            self.db.executescript(_SCHEMA)
+            self.db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    @classmethod
+    def open_existing(cls, location: str | Path) -> Store:
+        """Open a results database by its directory or file path; FileNotFoundError if absent."""
+        path = Path(location)
+        if path.is_dir():
+            path = path / "results.db"
+        if not path.is_file():
+            raise FileNotFoundError(f"no results database at {path}")
+        return cls(path)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def _columns(self, table: str) -> set[str]:
+        return {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}
+
+    def _ensure_columns(self, table: str, keys: Iterable[str]) -> None:
+        missing = [k for k in keys if k not in self._columns(table)]
+        for key in missing:
+            if not _IDENT.match(key):
+                raise ValueError(f"result key {key!r} is not a valid column name")
+            self.db.execute(f'ALTER TABLE {table} ADD COLUMN "{key}"')
+
+    def _insert(self, table: str, row: dict[str, Any]) -> None:
+        self._ensure_columns(table, row)
+        cols = ", ".join(f'"{k}"' for k in row)
+        marks = ", ".join("?" for _ in row)
+        self.db.execute(
+            f"INSERT INTO {table} ({cols}) VALUES ({marks})", [_plain(v) for v in row.values()]
+        )
+
+    def begin_run(
+        self, suite: str, suite_file: str, sha256: str, text: str, argv: list[str], env: dict
+    ) -> int:
+        """Record the start of a `pcnbench run` and return its id."""
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO runs (suite, suite_file, suite_sha256, suite_text, argv, started_at,"
+                " status, environment) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                (suite, suite_file, sha256, text, json.dumps(argv), _now(), json.dumps(env)),
+            )
+        return int(cur.lastrowid)
+
+    def end_run(self, run_id: int, status: str) -> None:
+        """Mark a run finished with `status` (done, failed, interrupted)."""
+        with self.db:
+            self.db.execute(
+                "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?",
+                (_now(), status, run_id),
+            )
+
+    def status(self, cell_id: str) -> str | None:
+        """The stored status of a cell, or None if it never ran."""
+        row = self.db.execute("SELECT status FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+        return row["status"] if row else None
+
+    def statuses(self) -> dict[str, str]:
+        """cell_id → status for every stored cell."""
+        return {
+            r["cell_id"]: r["status"] for r in self.db.execute("SELECT cell_id, status FROM cells")
+        }
+
+    def start_cell(self, cell: Any, run_id: int, device: str) -> None:
+        """Mark a cell running (a crash leaves it so, and the next run retries it)."""
+        config = cell.config
+        row = {
+            "cell_id": cell.id,
+            "suite": cell.suite,
+            "label": cell.label,
+            "dataset": config["dataset"]["name"],
+            "dataset_params": config["dataset"]["params"],
+            "model": config["model"]["name"],
+            "model_params": config["model"]["params"],
+            "method": config["method"]["name"],
+            "method_params": config["method"]["params"],
+            "seed": cell.seed,
+            "config": config,
+            "status": "running",
+            "error": None,
+            "run_id": run_id,
+            "device": device,
+            "started_at": _now(),
+            "finished_at": None,
+            "wall_time_s": None,
+        }
+        with self.db:
+            self.db.execute("DELETE FROM cells WHERE cell_id = ?", (cell.id,))
+            self._insert("cells", row)
+
+    def finish_cell(
+        self,
+        cell_id: str,
+        status: str,
+        *,
+        results: list[dict] = (),
+        epochs: list[Any] = (),
+        phases: list[Any] = (),
+        error: str | None = None,
+        wall_time_s: float | None = None,
+    ) -> None:
+        """Store a cell's outcome and everything it produced, replacing any earlier attempt."""
+        with self.db:
+            for table in ("results", "epochs", "phases"):
+                self.db.execute(f"DELETE FROM {table} WHERE cell_id = ?", (cell_id,))
+            for idx, result in enumerate(results):
+                self._insert("results", {"cell_id": cell_id, "idx": idx, **result})
+            for idx, record in enumerate(epochs):
+                self._insert("epochs", {"cell_id": cell_id, "idx": idx, **_row(record)})
+            for idx, phase in enumerate(phases):
+                self._insert("phases", {"cell_id": cell_id, "idx": idx, **_row(phase)})
+            self.db.execute(
+                "UPDATE cells SET status = ?, error = ?, finished_at = ?, wall_time_s = ?"
+                " WHERE cell_id = ?",
+                (status, error, _now(), wall_time_s, cell_id),
+            )
+
+    def results_frame(self) -> pd.DataFrame:
+        """One row per result (a failed or unfinished cell is one row with its status and error)."""
+        extra = [c for c in self._columns("results") if c not in {"cell_id", "idx"}]
+        picked = ", ".join(f'r."{c}"' for c in extra)
+        query = (
+            "SELECT c.suite, c.cell_id, c.label, c.dataset, c.dataset_params, c.model,"
+            " c.model_params, c.method, c.method_params, c.seed, c.status, c.error, c.device,"
+            f" r.idx AS result, {picked}"
+            " FROM cells c LEFT JOIN results r ON r.cell_id = c.cell_id"
+            " ORDER BY c.rowid, r.idx"
+        )
+        frame = pd.read_sql_query(query, self.db)
+        first = [c for c in RESULT_COLUMNS if c in frame.columns]
+        rest = [c for c in frame.columns if c not in first]
+        return frame[first + rest]
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A whole table (epochs, phases, runs, cells) as a DataFrame."""
+        if name not in {"epochs", "phases", "runs", "cells", "results"}:
+            raise ValueError(f"no table {name!r}")
+        return pd.read_sql_query(f"SELECT * FROM {name}", self.db)

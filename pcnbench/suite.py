@@ -1,0 +1,230 @@
+"""The suite file: its typed schema, and loading it with errors that point into the YAML."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pcnbench.errors import ParamError, SuiteError
+from pcnbench.recipe import Recipe
+from pcnbench.yamlsrc import KeyPath, Source, load_source, load_text
+
+AXES = ("datasets", "models", "methods")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Entry(_Strict):
+    """One dataset, model or method: a registered name and its parameters (lists expand)."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Suite(_Strict):
+    """A whole suite: the matrix (datasets × models × methods × seeds) and one recipe."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    datasets: list[Entry] = Field(min_length=1)
+    models: list[Entry] = Field(min_length=1)
+    methods: list[Entry] = Field(min_length=1)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    recipe: Recipe
+    device: str = "auto"
+    deterministic: bool = False
+    output: str | None = None
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, value: Any) -> Any:
+        # `seeds: 3` is shorthand for [0, 1, 2]
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError(f"a seed count must be ≥ 1 (got {value})")
+            return list(range(value))
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct (got {value})")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N (got {value!r})")
+        return value
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One resolved grid point of an entry: the plugin name, validated params, and provenance."""
+
+    name: str
+    params: Any  # the plugin's Params instance
+    entry: int  # index of the entry in its axis list
+    raw: dict[str, Any]  # the params as written for this grid point
+
+
+@dataclass
+class LoadedSuite:
+    """A validated suite: the schema object, the resolved grid points, and the source."""
+
+    suite: Suite
+    source: Source
+    datasets: list[Choice]
+    models: list[Choice]
+    methods: list[Choice]
+    sha256: str
+    text: str
+
+    @property
+    def name(self) -> str:
+        """The suite's name."""
+        return self.suite.name
+
+    @property
+    def file(self) -> str:
+        """The suite file's path as given."""
+        return self.source.file
+
+    def output_dir(self, override: str | Path | None = None) -> Path:
+        """Where results go: override, else the suite's `output`, else reports/<name>."""
+        if override is not None:
+            return Path(override)
+        return Path(self.suite.output) if self.suite.output else Path("reports") / self.suite.name
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown key '{key}'{hint} (allowed: {', '.join(allowed)})"
+
+
+def _model_fields_at(model: type[BaseModel], path: KeyPath) -> list[str]:
+    """Field names of the (nested) pydantic model at `path`, for did-you-mean hints."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            args = getattr(ann, "__args__", ())
+            sub = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not sub:
+                return []
+            model = sub[0]
+    return list(model.model_fields)
+
+
+_VALUE_PATH = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\])?): (.*)$", re.S)
+
+
+def pydantic_error(
+    exc: ValidationError,
+    source: Source,
+    base: KeyPath,
+    model: type[BaseModel],
+    translate: Callable[[KeyPath], KeyPath] | None = None,
+) -> SuiteError:
+    """Turn the first pydantic error into a SuiteError pointing at the offending YAML node.
+
+    `translate` maps the error's location inside the validated data to a path in the YAML.
+    """
+    errors = exc.errors(include_url=False)
+    # an unknown key usually explains a "missing" one next to it (a typo), so report it first
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = (*base, *(translate(loc) if translate else loc))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _model_fields_at(model, loc[:-1])
+        return source.error(path, _did_you_mean(str(loc[-1]), allowed), key=True)
+    if kind == "missing":
+        return source.error(path[:-1], f"missing required key '{loc[-1]}'")
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, ParamError):
+        sub = (inner.key,) if inner.key else ()
+        return source.error((*path, *sub), inner.message)
+    message = str(err["msg"])
+    message = re.sub(r"^(Value|Assertion) error, ", "", message)
+    message = re.sub(r"^Input should be", "must be", message)
+    message = re.sub(r"^Input is", "is", message)
+    message = re.sub(r"^String should", "must", message)
+    message = re.sub(r"^List should", "must", message)
+    match = _VALUE_PATH.match(message)
+    if match and kind == "value_error":
+        extra = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match[1]) if p)
+        path, message = (*path, *extra), match[2]
+    if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], dict):
+        message += f" (got {err['input']!r})"
+    return source.error(path, message)
+
+
+def parse_suite(source: Source) -> Suite:
+    """Validate the core schema of a loaded YAML source."""
+    if not isinstance(source.data, dict):
+        raise source.error((), "a suite must be a mapping with keys name, datasets, models, ...")
+    try:
+        return Suite.model_validate(source.data)
+    except ValidationError as exc:
+        raise pydantic_error(exc, source, (), Suite) from None
+
+
+def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> LoadedSuite:
+    """Load, validate and resolve a suite file against the loaded plugins (a PluginHost)."""
+    if text is None:
+        source = load_source(path)
+        raw_text = Path(path).read_text(encoding="utf-8")
+    else:
+        source = load_text(text, str(path))
+        raw_text = text
+    suite = parse_suite(source)
+    from pcnbench.cells import resolve_axis
+
+    resolved = {
+        axis: resolve_axis(axis, getattr(suite, axis), getattr(host, axis), source, suite.recipe)
+        for axis in AXES
+    }
+    loaded = LoadedSuite(
+        suite=suite,
+        source=source,
+        datasets=resolved["datasets"],
+        models=resolved["models"],
+        methods=resolved["methods"],
+        sha256=hashlib.sha256(raw_text.encode("utf-8")).hexdigest(),
+        text=raw_text,
+    )
+    from pcnbench.cells import check_compatibility, check_excludes
+
+    check_excludes(loaded)
+    check_compatibility(loaded, host)
+    return loaded
+
+
+__all__ = ["Entry", "LoadedSuite", "Suite", "SuiteError", "load_suite", "parse_suite"]

@@ -1,0 +1,84 @@
+"""Shared fixtures: the real plugin host plus a test-only method with a recipe-dependent check."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import Field
+
+from pcnbench.api import Method, Params
+from pcnbench.errors import ParamError
+from pcnbench.hookspecs import hookimpl
+from pcnbench.manager import PluginHost, load_plugins
+
+BASE_SUITE = """\
+name: t
+seeds: [0]
+datasets:
+  - name: synthetic
+    params: {n_train: 64, n_test: 32}
+models:
+  - name: mlp
+    params: {width: 8, depth: 1}
+methods:
+  - dense
+recipe:
+  epochs: 2
+  batch_size: 16
+  optimizer: {name: sgd, lr: 0.1}
+"""
+
+
+class EarlyParams(Params):
+    """Parameters of the test-only `early` method."""
+
+    at_epoch: int = Field(1, ge=0)
+    keep: float = Field(0.5, gt=0, le=1)
+
+
+class Early(Method):
+    """Test-only method: trains to `at_epoch`, records, trains to the end, records again."""
+
+    name = "early"
+    Params = EarlyParams
+
+    def check(self, params: EarlyParams, recipe) -> None:
+        """`at_epoch` must fall inside training."""
+        if params.at_epoch > recipe.epochs:
+            raise ParamError("at_epoch", f"must be ≤ recipe.epochs (got {params.at_epoch})")
+
+    def run(self, session, params: EarlyParams) -> None:
+        """Two results from one cell."""
+        session.train(until=params.at_epoch)
+        session.record(stage="early")
+        session.train(until="end")
+        session.record(stage="end")
+
+
+class EarlyPlugin:
+    """A plugin object registered in code (not through an entry point)."""
+
+    @hookimpl
+    def register_methods(self, register) -> None:
+        """Register the test method."""
+        register(Early())
+
+
+@pytest.fixture(scope="session")
+def host() -> PluginHost:
+    """Built-in plugins plus the test-only `early` method."""
+    return load_plugins(extra=[("test-early", EarlyPlugin())])
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    """Write YAML text (dedented) to a suite file and return its path."""
+
+    def write(text: str, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
