@@ -75,7 +75,7 @@ class FolderSplits:
 class DatasetPlugin:
     """Contract of a dataset: cheap `info`, and `load` returning tensors or folder datasets."""
 
-    name: ClassVar[str] = ""
+    name: str = ""
     Params: ClassVar[type[Params]] = Params
 
     def info(self, params: Any) -> DataInfo:
@@ -90,7 +90,7 @@ class DatasetPlugin:
 class ModelPlugin:
     """Contract of a model family: build a fresh, randomly initialized network."""
 
-    name: ClassVar[str] = ""
+    name: str = ""
     Params: ClassVar[type[Params]] = Params
 
     def build(self, params: Any, info: DataInfo) -> nn.Module:
@@ -101,7 +101,7 @@ class ModelPlugin:
 class Method:
     """Contract of a reduction method: `run` drives a session the way the algorithm reads."""
 
-    name: ClassVar[str] = ""
+    name: str = ""
     Params: ClassVar[type[Params]] = Params
 
     def check(self, params: Any, recipe: Recipe) -> None:

@@ -25,10 +25,14 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def _console(stderr: bool = False) -> Any:
+def _console(stderr: bool = False, wide: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if wide and not console.is_terminal:
+        # piped output has no width; tables of results read better unwrapped
+        console.width = 160
+    return console
 
 
 def _load(path: str, *, need_plugins: bool = True) -> tuple[Any, Any]:
@@ -120,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.progress = progress
         summary = runner.run(only=args.only, force=args.force)
     store = Store(runner.output / "results.db")
-    _summary(store.results_frame(), {c.id for c in cells}, out)
+    _summary(store.results_frame(), {c.id for c in cells}, _console(wide=True))
     store.close()
     out.print(
         f"{len(summary.done)} trained, {summary.skipped} already done, "
@@ -198,13 +202,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     else:
         from rich.table import Table
 
-        table = Table(title=f"results in {args.dir}")
-        shown = [c for c in frame.columns if c not in ("error", "label")]
+        table = Table(title=f"results in {args.dir} (all columns: --format csv or json)")
+        shown = ["cell_id", *(col for col, _ in SUMMARY_COLUMNS)]
         for col in shown:
             table.add_column(col, overflow="fold")
         for _, row in frame.iterrows():
-            table.add_row(*(_fmt(row[c], c) for c in shown))
-        _console().print(table)
+            table.add_row(*(_fmt(row.get(c), c) for c in shown))
+        _console(wide=True).print(table)
         failed = frame[frame["status"] != "done"]
         for _, row in failed.iterrows():
             last = (row["error"] or "").strip().splitlines()[-1:] or [""]

@@ -82,3 +82,38 @@ def write_suite(tmp_path: Path):
         return path
 
     return write
+
+
+class BoomParams(Params):
+    """Parameters of the test-only `boom` method."""
+
+    when: str = "train"  # "train": raise after one epoch; "interrupt": simulate Ctrl-C
+
+
+class Boom(Method):
+    """Test-only method that fails (or is interrupted) mid-cell."""
+
+    name = "boom"
+    Params = BoomParams
+
+    def run(self, session, params: BoomParams) -> None:
+        """Train one epoch, then fail the way `when` says."""
+        session.train(until=1)
+        if params.when == "interrupt":
+            raise KeyboardInterrupt
+        raise RuntimeError("boom: deliberate failure for the test")
+
+
+class BoomPlugin:
+    """Registers the failing test method."""
+
+    @hookimpl
+    def register_methods(self, register) -> None:
+        """Register `boom`."""
+        register(Boom())
+
+
+@pytest.fixture(scope="session")
+def host_with_boom() -> PluginHost:
+    """Built-in plugins plus the test-only `early` and `boom` methods."""
+    return load_plugins(extra=[("test-early", EarlyPlugin()), ("test-boom", BoomPlugin())])

@@ -1,0 +1,68 @@
+"""Small networks for small data: a multilayer perceptron and a two-conv CNN."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field
+from torch import nn
+
+from pcnbench.api import DataInfo, ModelPlugin, Params
+from pcnbench.errors import ParamError
+
+from .shapes import image_shape
+
+
+class MLPParams(Params):
+    """`depth` hidden layers of `width` units each."""
+
+    width: int = Field(default=256, gt=0)
+    depth: int = Field(default=2, ge=1)
+
+
+class MLP(ModelPlugin):
+    """Flatten, then `depth` × (Linear + ReLU), then a Linear head."""
+
+    name = "mlp"
+    Params = MLPParams
+
+    def build(self, params: MLPParams, info: DataInfo) -> nn.Module:
+        """Return a fresh MLP over the flattened input."""
+        layers: list[nn.Module] = [nn.Flatten()]
+        features = math.prod(info.input_shape)
+        for _ in range(params.depth):
+            layers += [nn.Linear(features, params.width), nn.ReLU()]
+            features = params.width
+        layers.append(nn.Linear(features, info.num_classes))
+        return nn.Sequential(*layers)
+
+
+class CNNParams(Params):
+    """`width` channels in the first conv, twice that in the second."""
+
+    width: int = Field(default=32, gt=0)
+
+
+class CNN(ModelPlugin):
+    """Conv3×3-ReLU, Conv3×3-ReLU, 2×2 max-pool, Linear: for 8×8 digits up to 32×32 images."""
+
+    name = "cnn"
+    Params = CNNParams
+
+    def build(self, params: CNNParams, info: DataInfo) -> nn.Module:
+        """Return a fresh small CNN sized for `info`'s images."""
+        channels, height, width = image_shape(info, "cnn")
+        if min(height, width) < 2:
+            raise ParamError(
+                None, f"cnn max-pools once and needs inputs of at least 2×2; got {height}×{width}"
+            )
+        w = params.width
+        return nn.Sequential(
+            nn.Conv2d(channels, w, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * w * (height // 2) * (width // 2), info.num_classes),
+        )

@@ -1,0 +1,166 @@
+"""End to end through the CLI and the runner: run, skip, force, only, failures, results."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from pcnbench.cli import main
+from pcnbench.runner import Runner
+from pcnbench.store import RESULT_COLUMNS
+from pcnbench.suite import load_suite
+from tests.conftest import BASE_SUITE
+
+GRID = BASE_SUITE.replace("{width: 8, depth: 1}", "{width: [8, 16], depth: 1}").replace(
+    "seeds: [0]", "seeds: [0, 1]"
+)
+
+
+def finished_at(out) -> dict[str, str]:
+    """cell_id → finished_at, to tell retrained cells from skipped ones."""
+    with sqlite3.connect(out / "results.db") as db:
+        return dict(db.execute("SELECT cell_id, finished_at || run_id FROM cells"))
+
+
+def run_cli(*args: str) -> int:
+    """main() with --quiet progress."""
+    return main(["run", *args, "--quiet"])
+
+
+def test_run_stores_one_done_row_per_cell_and_prints_summary(write_suite, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli(str(write_suite(GRID)), "--output", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "4 trained, 0 already done, 0 failed" in text
+    assert main(["results", str(out), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4
+    for row in rows:
+        assert row["status"] == "done" and row["suite"] == "t" and row["dataset"] == "synthetic"
+        assert row["method"] == "dense" and json.loads(row["method_params"]) == {}
+        assert row["params"] == row["dense_params"] > 0
+        assert row["macs"] == row["dense_macs"] > 0
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert row["epochs_trained"] == 2.0 and row["train_time_s"] > 0
+    # width 8, depth 1 MLP on 1×8×8 inputs with 4 classes: 64·8+8 + 8·4+4
+    assert {r["params"] for r in rows} == {64 * 8 + 8 + 8 * 4 + 4, 64 * 16 + 16 + 16 * 4 + 4}
+
+
+def test_second_run_skips_done_cells_and_force_retrains(write_suite, tmp_path, capsys):
+    suite, out = str(write_suite(GRID)), tmp_path / "out"
+    assert run_cli(suite, "--output", str(out)) == 0
+    first = finished_at(out)
+    capsys.readouterr()
+    assert run_cli(suite, "--output", str(out)) == 0
+    assert "0 trained, 4 already done" in capsys.readouterr().out
+    assert finished_at(out) == first
+    assert run_cli(suite, "--output", str(out), "--force", "--only", "width=16") == 0
+    again = finished_at(out)
+    changed = {k for k in first if first[k] != again[k]}
+    assert len(changed) == 2
+    with sqlite3.connect(out / "results.db") as db:
+        assert db.execute("SELECT count(*) FROM results").fetchone()[0] == 4
+
+
+def test_dry_run_and_validate_print_every_cell_without_training(write_suite, tmp_path, capsys):
+    suite, out = str(write_suite(GRID)), tmp_path / "out"
+    assert main(["validate", suite]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith("4 cells") and len(lines) == 5
+    assert run_cli(suite, "--output", str(out), "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert text.count("[run]") == 4 and "4 to run, 0 already done" in text
+    assert not (out / "results.db").exists()
+
+
+def test_failed_cell_is_stored_with_traceback_and_the_rest_still_run(
+    host_with_boom, write_suite, tmp_path
+):
+    text = BASE_SUITE.replace("  - dense", "  - boom\n  - dense")
+    loaded = load_suite(write_suite(text), host_with_boom)
+    out = tmp_path / "out"
+    summary = Runner(loaded, host_with_boom, output=out).run()
+    assert len(summary.failed) == 1 and len(summary.done) == 1
+    with sqlite3.connect(out / "results.db") as db:
+        rows = dict(db.execute("SELECT method, status FROM cells"))
+        error = db.execute("SELECT error FROM cells WHERE method = 'boom'").fetchone()[0]
+    assert rows == {"boom": "failed", "dense": "done"}
+    assert "Traceback" in error and "RuntimeError: boom: deliberate failure" in error
+    again = Runner(loaded, host_with_boom, output=out).run()
+    assert again.skipped == 1 and len(again.failed) == 1  # failed cells run again
+
+
+def test_ctrl_c_keeps_finished_cells_and_marks_the_current_one_interrupted(
+    host_with_boom, write_suite, tmp_path
+):
+    text = BASE_SUITE.replace(
+        "  - dense", "  - dense\n  - name: boom\n    params: {when: interrupt}"
+    )
+    loaded = load_suite(write_suite(text), host_with_boom)
+    out = tmp_path / "out"
+    summary = Runner(loaded, host_with_boom, output=out).run()
+    assert summary.interrupted and len(summary.done) == 1
+    with sqlite3.connect(out / "results.db") as db:
+        assert dict(db.execute("SELECT method, status FROM cells")) == {
+            "dense": "done",
+            "boom": "interrupted",
+        }
+        assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+    plan = Runner(loaded, host_with_boom, output=out).plan()
+    assert [c.method.name for c in plan[1]] == ["boom"]
+
+
+def test_missing_dataset_fails_its_cells_with_a_clear_message_and_exit_1(
+    write_suite, tmp_path, capsys
+):
+    text = BASE_SUITE.replace(
+        "- name: synthetic\n    params: {n_train: 64, n_test: 32}",
+        f"- name: mnist\n    params: {{root: {tmp_path / 'nodata'}, download: false}}",
+    )
+    out = tmp_path / "out"
+    assert run_cli(str(write_suite(text)), "--output", str(out)) == 1
+    capsys.readouterr()
+    main(["results", str(out), "--format", "csv"])
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(frame["status"]) == ["failed"]
+    assert "download: true" in frame["error"][0] and "Traceback" not in frame["error"][0]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "markdown", "table"])
+def test_results_formats_carry_the_stable_columns(write_suite, tmp_path, capsys, fmt):
+    out = tmp_path / "out"
+    assert run_cli(str(write_suite(BASE_SUITE)), "--output", str(out)) == 0
+    capsys.readouterr()
+    assert main(["results", str(out), "--format", fmt]) == 0
+    text = capsys.readouterr().out
+    if fmt == "csv":
+        assert list(pd.read_csv(io.StringIO(text)).columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
+    elif fmt == "json":
+        assert list(json.loads(text)[0])[: len(RESULT_COLUMNS)] == RESULT_COLUMNS
+    elif fmt == "markdown":
+        header = text.splitlines()[0]
+        assert header.startswith("| " + " | ".join(RESULT_COLUMNS) + " |")
+    else:
+        assert "accuracy" in text and "done" in text
+
+
+def test_results_on_a_directory_without_database_is_a_clean_error(tmp_path, capsys):
+    assert main(["results", str(tmp_path)]) == 2
+    assert "no results database" in capsys.readouterr().err
+
+
+def test_epoch_records_and_phases_are_stored(write_suite, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(str(write_suite(BASE_SUITE)), "--output", str(out)) == 0
+    with sqlite3.connect(out / "results.db") as db:
+        epochs = db.execute("SELECT epoch, train_loss, lr FROM epochs ORDER BY idx").fetchall()
+        phases = db.execute("SELECT name, kind, wall_s FROM phases").fetchall()
+        env = json.loads(db.execute("SELECT environment FROM runs").fetchone()[0])
+    assert [e[0] for e in epochs] == [1, 2]
+    assert all(e[1] > 0 and e[2] == pytest.approx(0.1) for e in epochs)
+    assert ("train", "train") in {(p[0], p[1]) for p in phases}
+    assert env["torch"] and env["pcnbench"] and env["cpu_count"] >= 1
