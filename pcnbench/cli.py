@@ -39,9 +39,7 @@ def _load(path: str, *, need_plugins: bool = True) -> tuple[Any, Any]:
     from pcnbench.manager import load_plugins
     from pcnbench.suite import load_suite
 
-    host = load_plugins()
-    if need_plugins:
-        host.raise_for_failures()
+    host = load_plugins(strict=need_plugins)
     return load_suite(path, host), host
 
 
@@ -142,10 +140,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List loaded plugins and what each registers."""
     from rich.table import Table
+    from rich.text import Text
 
     from pcnbench.manager import load_plugins
 
-    host = load_plugins()
+    host = load_plugins(strict=False)
     table = Table(title="pcnbench plugins (entry-point group 'pcnbench')")
     for header in ("plugin", "distribution", "version", "methods", "models", "datasets"):
         table.add_column(header)
@@ -158,14 +157,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             return ", ".join(got)
 
         methods = names("methods") if not info.error else f"[failed] {info.error}"
-        table.add_row(
-            info.name,
-            info.distribution,
-            info.version,
-            methods,
-            names("models"),
-            names("datasets"),
-        )
+        cells = (info.name, info.distribution, info.version, methods)
+        table.add_row(*(Text(c) for c in (*cells, names("models"), names("datasets"))))
     _console().print(table)
     return EXIT_FAILED_CELLS if host.failures() else EXIT_OK
 

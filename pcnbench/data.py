@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 # Stream ids keep the random draws of different purposes independent of each other.
-_ORDER, _AUGMENT, _CALIBRATION = 0, 1, 2
+_ORDER, _AUGMENT, _CALIBRATION, _WORKERS = 0, 1, 2, 3
 
 
 def derive_seed(*keys: int) -> int:
@@ -167,7 +167,11 @@ class TensorBatches:
         return -(-self.n_train // self.batch_size)
 
     def _epoch_draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        order = _epoch_permutation(self.n_train, self.seed, epoch).to(self.device)
+        # non_blocking: a copy from pageable memory is safe unsynchronized and keeps the
+        # training loop free of stream syncs.
+        order = _epoch_permutation(self.n_train, self.seed, epoch).to(
+            self.device, non_blocking=True
+        )
         if not self._augment:
             return order, None
         g = _generator(self.seed, _AUGMENT, epoch)
@@ -177,7 +181,7 @@ class TensorBatches:
         columns = self._columns[flips] + offsets[:, 1:]
         # One flat index per output pixel into the padded image: a single gather per batch.
         flat = (rows.unsqueeze(2) * self._padded_width + columns.unsqueeze(1)).flatten(1)
-        return order, flat.to(self.device)
+        return order, flat.to(self.device, non_blocking=True)
 
     def _crop_flip(self, x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -248,13 +252,18 @@ class _Seeded(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
-        if self.in_main_process:
-            # Without workers the global RNG is the session's (dropout etc.); leave it untouched.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return self.dataset[index]
-        torch.manual_seed(seed)
-        return self.dataset[index]
+        # The CPU generator only: torch.manual_seed also queues CUDA seeding, far slower.
+        generator = torch.default_generator
+        if not self.in_main_process:
+            generator.manual_seed(seed)
+            return self.dataset[index]
+        # Without workers the global RNG is the session's (dropout etc.); leave it untouched.
+        saved = generator.get_state()
+        generator.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            generator.set_state(saved)
 
 
 class FolderBatches:
@@ -283,6 +292,9 @@ class FolderBatches:
             "num_workers": workers,
             "pin_memory": self.device.type == "cuda",
             "persistent_workers": workers > 0,
+            # A private generator: DataLoader would otherwise draw worker seeds from the global
+            # RNG, and training must not depend on how often data was loaded.
+            "generator": torch.Generator().manual_seed(derive_seed(seed, _WORKERS)),
         }
         self._sampler = _EpochSampler(self.n_train, seed)
         self._train = DataLoader(
@@ -339,6 +351,7 @@ class FolderBatches:
             sampler=index,
             num_workers=self._data.num_workers,
             pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, _WORKERS)),
         )
         for batch in loader:
             yield batch[0].to(self.device, non_blocking=True)

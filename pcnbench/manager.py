@@ -33,6 +33,7 @@ class PluginInfo:
     version: str
     registers: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    cause: BaseException | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -109,7 +110,8 @@ class PluginHost:
         bad = self.failures()
         if bad:
             lines = [f"plugin '{p.name}' ({p.distribution} {p.version}): {p.error}" for p in bad]
-            raise PluginError("plugin(s) failed to load:\n  " + "\n  ".join(lines))
+            cause = next((p.cause for p in bad if p.cause is not None), None)
+            raise PluginError("plugin(s) failed to load:\n  " + "\n  ".join(lines)) from cause
 
     def add(self, plugin: object, name: str, distribution: str = "", version: str = "") -> None:
         """Register one plugin object (module or instance) under `name`."""
@@ -120,11 +122,19 @@ class PluginHost:
                 f"plugin name '{name}' from {distribution or 'an explicit registration'} "
                 f"is already used by another plugin{where}"
             )
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(
+                f"plugin '{name}' ({distribution or 'registered in code'}): {exc}"
+            ) from exc
         self.infos[name] = PluginInfo(name, distribution, version)
 
-    def collect(self) -> None:
-        """Call the register_* hooks of every plugin and fill the registries."""
+    def collect(self, strict: bool = True) -> None:
+        """Call the register_* hooks of every plugin and fill the registries.
+
+        With `strict=False` a plugin whose hook fails is recorded as failed instead of raising.
+        """
         unknown = [
             f"'{impl.plugin_name}' implements unknown hook '{hook}'"
             for hook, impls in self._unverified_hooks()
@@ -157,12 +167,17 @@ class PluginHost:
 
                 try:
                     impl.function(register=register)
-                except PluginError:
-                    raise
+                except PluginError as exc:
+                    if strict or plugin not in self.infos or "two plugins" in str(exc):
+                        raise
+                    self.infos[plugin].error, self.infos[plugin].cause = str(exc), exc
                 except Exception as exc:
-                    raise PluginError(
+                    message = (
                         f"plugin '{plugin}' raised in {hook_name}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                    )
+                    if strict or plugin not in self.infos:
+                        raise PluginError(message) from exc
+                    self.infos[plugin].error, self.infos[plugin].cause = message, exc
 
     def _unverified_hooks(self) -> Iterable[tuple[str, list[Any]]]:
         for name in dir(self.pm.hook):
@@ -172,12 +187,13 @@ class PluginHost:
 
 
 def load_plugins(
-    extra: Iterable[tuple[str, object]] = (), *, entry_points: bool = True
+    extra: Iterable[tuple[str, object]] = (), *, entry_points: bool = True, strict: bool = True
 ) -> PluginHost:
     """Load the `pcnbench` entry points (plus `extra` (name, plugin) pairs) and what they register.
 
-    A plugin that fails to import is recorded (see `PluginHost.failures`) rather than raised, so
-    that `pcnbench plugins` can still list it; commands that run suites call `raise_for_failures`.
+    A plugin that fails to import, or whose register hook fails, is recorded (see
+    `PluginHost.failures`) so that `pcnbench plugins` can still list it; with `strict` such a
+    failure raises PluginError, as commands that run suites need.
     """
     host = PluginHost()
     if entry_points:
@@ -192,10 +208,13 @@ def load_plugins(
                     dist,
                     version,
                     error=f"import of {ep.value} failed: {type(exc).__name__}: {exc}",
+                    cause=exc,
                 )
                 continue
             host.add(module, ep.name, dist, version)
     for name, plugin in extra:
         host.add(plugin, name, "(registered in code)", "")
-    host.collect()
+    host.collect(strict=False)
+    if strict:
+        host.raise_for_failures()
     return host

@@ -1,0 +1,50 @@
+"""Parameter and MAC counting."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pcnbench.counting import count_macs, count_params
+
+
+def test_linear_counts_weights_bias_and_macs() -> None:
+    layer = nn.Linear(10, 5)
+    assert count_params(layer) == 55
+    assert count_macs(layer, (10,)) == 50
+
+
+def test_batchnorm_counts_affine_but_not_running_stats() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8))
+    assert count_params(model) == 8 * 3 * 3 * 3 + 8 + 8
+
+
+def test_conv_macs_are_out_in_k_k_hout_wout() -> None:
+    conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    h_out = w_out = 8  # 16×16 input, stride 2, padding 1
+    assert count_macs(conv, (3, 16, 16)) == 8 * 3 * 3 * 3 * h_out * w_out
+
+
+def test_masks_are_excluded_and_other_buffers_counted() -> None:
+    layer = nn.Linear(4, 3, bias=False)
+    layer.register_buffer("weight_mask", torch.ones(3, 4))
+    layer.register_buffer("mask", torch.ones(3, 4))
+    layer.register_buffer("basis", torch.ones(4, 2))  # e.g. a PCA basis used at inference
+    assert count_params(layer) == 12 + 8
+
+
+def test_shared_parameters_count_once() -> None:
+    layer = nn.Linear(6, 6)
+    model = nn.Sequential(layer, nn.ReLU(), layer)
+    assert count_params(model) == 42
+    assert count_macs(model, (6,)) == 72
+
+
+def test_count_macs_runs_in_eval_mode_and_restores_each_modules_mode() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5))
+    model.train()
+    model[2].eval()
+    # BatchNorm in training mode would reject a batch of one sample.
+    assert count_macs(model, (4,)) == 16
+    assert [m.training for m in model.modules()] == [True, True, True, False]
+    assert int(model[1].num_batches_tracked) == 0

@@ -1,0 +1,319 @@
+"""The training session: resumable training, snapshots, schedule, evaluation and records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pcnbench.api import FolderSplits, TensorSplits
+from pcnbench.counting import count_macs, count_params
+from pcnbench.recipe import Recipe
+from pcnbench.schedule import lr_at
+from pcnbench.session import EpochRecord, Session
+
+
+def image_splits(n: int = 40, seed: int = 0) -> TensorSplits:
+    g = torch.Generator().manual_seed(seed)
+    return TensorSplits(
+        x_train=torch.rand(n, 3, 6, 6, generator=g),
+        y_train=torch.randint(0, 4, (n,), generator=g),
+        x_test=torch.rand(12, 3, 6, 6, generator=g),
+        y_test=torch.randint(0, 4, (12,), generator=g),
+        mean=(0.5, 0.4, 0.6),
+        std=(0.25, 0.3, 0.2),
+    )
+
+
+def convnet(seed: int = 0) -> nn.Module:
+    """Conv, BatchNorm and dropout: buffers and the global RNG both matter for exactness."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(4 * 6 * 6, 4),
+    )
+
+
+def recipe(**overrides: object) -> Recipe:
+    settings: dict = {
+        "epochs": 5,
+        "batch_size": 16,  # 40 samples: 3 steps per epoch, the last one of 8
+        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "weight_decay": 1e-3,
+        "schedule": {"name": "multistep", "milestones": [2, 4], "gamma": 0.1},
+        "augmentation": {"crop_padding": 2, "flip": True},
+        "eval_every": 0,
+    }
+    settings.update(overrides)
+    schedule = settings["schedule"]
+    if "milestones" in schedule:  # keep the default milestones valid for shorter recipes
+        kept = [m for m in schedule["milestones"] if m <= settings["epochs"]]
+        settings["schedule"] = {**schedule, "milestones": kept}
+    return Recipe(**settings)
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def session(**overrides: object) -> Session:
+    return Session(convnet(), image_splits(), recipe(**overrides), seed=7)
+
+
+def test_train_in_pieces_equals_one_go() -> None:
+    one_go = session()
+    one_go.train("end")
+    pieces = session()
+    pieces.train(until=3)
+    assert pieces.step == 9 and pieces.epoch == 3.0
+    pieces.train(until="end")
+    assert_same_state(state(one_go.model), state(pieces.model))
+    mid_epoch = session()
+    mid_epoch.train(until="7it")  # stops inside epoch 3, after the first milestone
+    assert mid_epoch.step == 7 and mid_epoch.records[-1].epoch == 2
+    mid_epoch.train(until="end")
+    assert_same_state(state(one_go.model), state(mid_epoch.model))
+    assert [r.epoch for r in mid_epoch.records] == [1, 2, 3, 4, 5]
+
+
+def test_restore_continues_exactly_as_before() -> None:
+    s = session()
+    s.train(until=2)
+    snapshot = s.snapshot()
+    s.train(until=4)
+    first = state(s.model)
+    for _ in range(2):  # a snapshot can be restored more than once (IMP rewinds every level)
+        s.restore(snapshot)
+        assert s.step == 6
+        s.train(until=4)
+        assert_same_state(first, state(s.model))
+    assert s.steps_trained == 6 + 3 * 6 and s.epochs_trained == 8.0
+
+
+def test_snapshot_is_not_changed_by_later_training() -> None:
+    s = session()
+    s.train(until=1)
+    snapshot = s.snapshot()
+    saved = state(snapshot.model)
+    s.train(until=2)
+    assert_same_state(saved, state(snapshot.model))
+
+
+def test_replacing_the_model_builds_a_fresh_optimizer_and_keeps_the_schedule() -> None:
+    s = session()
+    s.train(until=2)  # the first milestone: lr drops to 0.005 at step 6
+    old = s.optimizer
+    s.model = convnet(seed=1)
+    assert s.optimizer is not old and not s.optimizer.state
+    assert all(p.device == torch.device("cpu") for p in s.model.parameters())
+    s.train(until="7it")
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(lr_at(6, 3, s.recipe))
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
+    assert len(s.optimizer.state) == len(list(s.model.parameters()))
+
+
+def test_lr_schedules() -> None:
+    multistep = recipe(schedule={"name": "multistep", "milestones": [2, 4], "gamma": 0.5})
+    assert [lr_at(s, 10, multistep) for s in (0, 19, 20, 39, 40, 49)] == pytest.approx(
+        [0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125]
+    )
+    constant = recipe(schedule={"name": "constant"})
+    assert lr_at(0, 10, constant) == lr_at(49, 10, constant) == 0.05
+    cosine = recipe(schedule={"name": "cosine"})
+    assert lr_at(0, 10, cosine) == pytest.approx(0.05)
+    assert lr_at(25, 10, cosine) == pytest.approx(0.025)
+    assert lr_at(40, 10, cosine) == pytest.approx(0.025 * (1 + math.cos(math.pi * 0.8)))
+    warm = recipe(schedule={"name": "multistep", "milestones": [4], "warmup_epochs": 0.5})
+    assert [lr_at(s, 10, warm) for s in (0, 1, 4, 5, 39, 40)] == pytest.approx(
+        [0.01, 0.02, 0.05, 0.05, 0.05, 0.005]
+    )
+
+
+def test_train_until_before_the_current_step_names_both() -> None:
+    s = session()
+    s.train(until=3)
+    with pytest.raises(ValueError, match=r"until=2\) is step 6 .*current step 9"):
+        s.train(until=2)
+    with pytest.raises(ValueError, match="beyond the recipe's end at step 15"):
+        s.train(until="6ep")
+    with pytest.raises(ValueError, match="'500it'"):
+        s.train(until="soon")
+    s.train(until="9it")  # the current step itself is fine: nothing to do
+    assert s.step == 9
+
+
+def test_epoch_records_follow_the_eval_cadence() -> None:
+    seen: list[EpochRecord] = []
+    s = Session(convnet(), image_splits(), recipe(eval_every=2), seed=7, on_epoch_end=seen.append)
+    s.train(until="end", phase="dense")
+    assert seen == s.records
+    assert [r.epoch for r in s.records] == [1, 2, 3, 4, 5]
+    assert [r.step for r in s.records] == [3, 6, 9, 12, 15]
+    assert [r.test_accuracy is not None for r in s.records] == [False, True, False, True, True]
+    assert [r.test_loss is not None for r in s.records] == [False, True, False, True, True]
+    assert all(r.val_accuracy is None and r.phase == "dense" for r in s.records)
+    assert [r.lr for r in s.records] == pytest.approx([0.05, 0.05, 0.005, 0.005, 0.0005])
+    assert all(math.isfinite(r.train_loss) and r.seconds >= 0 for r in s.records)
+
+
+def test_progress_is_reported_sparsely_and_at_epoch_ends() -> None:
+    calls: list[tuple[int, int]] = []
+    s = Session(
+        convnet(),
+        image_splits(),
+        recipe(epochs=2, batch_size=1),
+        seed=0,
+        on_progress=lambda *a: calls.append(a),
+    )
+    s.train("end")
+    steps = [step for step, _ in calls]
+    assert all(total == 80 for _, total in calls)
+    assert steps == sorted(set(steps)) and steps[-1] == 80 and 40 in steps
+    assert len(calls) <= 100 + 2
+
+
+def test_evaluate_accuracy_and_a_trained_model_learns_separable_data() -> None:
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 8, generator=g) * 4
+    y = torch.randint(0, 3, (240,), generator=g)
+    x = centers[y] + torch.randn(240, 8, generator=g)
+    splits = TensorSplits(x[:180], y[:180], x[180:], y[180:], (0.0,), (1.0,))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    r = Recipe(epochs=4, batch_size=16, optimizer={"lr": 0.05}, eval_every=0)
+    s = Session(model, splits, r, seed=0)
+    before = s.evaluate()
+    assert 0 <= before["accuracy"] <= 1 and before["loss"] > 0
+    s.train()
+    assert s.evaluate()["accuracy"] > 0.9
+    assert s.model.training  # evaluate put the training mode back
+
+
+def test_validation_split_is_evaluated_and_recorded() -> None:
+    s = session(validation_split=0.25, eval_every=1, epochs=2)
+    assert s.steps_per_epoch == 2  # 30 of 40 samples left for training
+    s.train()
+    assert all(0 <= r.val_accuracy <= 1 for r in s.records)
+    assert 0 <= s.record()["val_accuracy"] <= 1
+
+
+def test_record_counts_and_charges_the_current_model() -> None:
+    s = session(epochs=2)
+    s.train(until=1)
+    s.model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4))
+    s.train()
+    row = s.record(level=3)
+    expected_dense = count_params(convnet())
+    assert row["dense_params"] == s.dense_params == expected_dense
+    assert row["params"] == 3 * 6 * 6 * 4 + 4 and row["macs"] == 3 * 6 * 6 * 4
+    assert row["dense_macs"] == count_macs(convnet(), (3, 6, 6))
+    assert row["epochs_trained"] == 2.0 and row["step"] == 6 and row["level"] == 3
+    assert 0 <= row["accuracy"] <= 1 and row["test_loss"] > 0 and row["val_accuracy"] is None
+    assert row["train_time_s"] == pytest.approx(s.train_time_s) and row["train_time_s"] > 0
+    assert s.results == [row]
+
+
+def test_phases_record_only_the_outermost() -> None:
+    s = session(epochs=2)
+    with s.phase("pcn", kind="transform"):
+        s.train(until=1)
+        s.evaluate()
+    s.train()
+    s.evaluate()
+    assert [(p.name, p.kind) for p in s.phases] == [
+        ("pcn", "transform"),
+        ("train", "train"),
+        ("eval", "eval"),
+    ]
+    assert [(p.start_step, p.end_step) for p in s.phases] == [(0, 3), (3, 6), (6, 6)]
+    assert s.train_time_s == s.phases[1].wall_s
+    assert all(p.wall_s >= 0 and p.cpu_s >= 0 for p in s.phases)
+
+
+def test_calibration_batches_come_from_the_training_set() -> None:
+    s = session()
+    batches = list(s.calibration_batches(n=20, batch_size=8))
+    assert [b.shape for b in batches] == [(8, 3, 6, 6), (8, 3, 6, 6), (4, 3, 6, 6)]
+    assert torch.equal(torch.cat(batches), torch.cat(list(s.calibration_batches(n=20))))
+
+
+def test_adam_and_adamw_are_built_from_the_recipe() -> None:
+    adam = session(optimizer={"name": "adam", "lr": 1e-3, "betas": (0.8, 0.9)})
+    assert isinstance(adam.optimizer, torch.optim.Adam)
+    assert adam.optimizer.param_groups[0]["betas"] == (0.8, 0.9)
+    adamw = session(optimizer={"name": "adamw", "lr": 1e-3})
+    assert isinstance(adamw.optimizer, torch.optim.AdamW)
+    assert adamw.optimizer.param_groups[0]["weight_decay"] == 1e-3
+    adamw.train(until="2it")
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
+
+
+def test_folder_data_trains_in_pieces_like_one_go() -> None:
+    t = image_splits()
+    folder = FolderSplits(
+        Pairs(t.x_train, t.y_train), Pairs(t.x_test, t.y_test), Pairs(t.x_train, t.y_train), 0
+    )
+    plain = recipe(augmentation={})
+    one_go = Session(convnet(), folder, plain, seed=3)
+    one_go.train()
+    pieces = Session(convnet(), folder, plain, seed=3)
+    pieces.train(until="4it")
+    pieces.train()
+    assert_same_state(state(one_go.model), state(pieces.model))
+    assert pieces.input_shape == (3, 6, 6) and 0 <= pieces.evaluate()["accuracy"] <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_in_pieces_and_restore() -> None:
+    def cuda_session() -> Session:
+        return Session(convnet(), image_splits(), recipe(), seed=7, device="cuda")
+
+    one_go = cuda_session()
+    one_go.train()
+    pieces = cuda_session()
+    pieces.train(until="7it")
+    snapshot = pieces.snapshot()
+    pieces.train()
+    pieces.restore(snapshot)
+    pieces.train()
+    for a, b in zip(one_go.model.parameters(), pieces.model.parameters(), strict=True):
+        assert a.device.type == "cuda"
+        torch.testing.assert_close(a, b)
+    assert next(pieces.calibration_batches(8)).device.type == "cuda"
+    assert pieces.phases[0].wall_s > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_steps_never_wait_for_the_gpu() -> None:
+    s = Session(convnet(), image_splits(), recipe(), seed=7, device="cuda")
+    s.train(until=1)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        s.train(until="5it")  # within epoch 2: no epoch end, so nothing may read the GPU
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert s.step == 5
