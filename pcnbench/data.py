@@ -166,7 +166,9 @@ class TensorBatches:
         """Batches per epoch (the last one may be smaller)."""
         return -(-self.n_train // self.batch_size)
 
-    def _epoch_draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _epoch_draws(
+        self, epoch: int
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         # non_blocking: a copy from pageable memory is safe unsynchronized and keeps the
         # training loop free of stream syncs.
         order = _epoch_permutation(self.n_train, self.seed, epoch).to(
@@ -177,36 +179,42 @@ class TensorBatches:
         g = _generator(self.seed, _AUGMENT, epoch)
         offsets = torch.randint(0, 2 * self._padding + 1, (self.n_train, 2), generator=g)
         flips = torch.randint(0, 2 if self._flip else 1, (self.n_train,), generator=g)
+        # Source row and column of every output row and column, per position in the epoch.
         rows = offsets[:, :1] + self._rows
         columns = self._columns[flips] + offsets[:, 1:]
-        # One flat index per output pixel into the padded image: a single gather per batch.
-        flat = (rows.unsqueeze(2) * self._padded_width + columns.unsqueeze(1)).flatten(1)
-        return order, flat.to(self.device, non_blocking=True)
+        return order, (
+            rows.to(self.device, non_blocking=True),
+            columns.to(self.device, non_blocking=True),
+        )
 
-    def _crop_flip(self, x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    def _crop_flip(
+        self, x: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+    ) -> torch.Tensor:
         b, c, h, w = x.shape
         p = self._padding
         if p:
             padded = self._fill.expand(b, c, h + 2 * p, w + 2 * p).clone()
             padded[:, :, p : p + h, p : p + w] = x
             x = padded
-        picked = x.flatten(2).gather(2, flat.unsqueeze(1).expand(b, c, h * w))
-        return picked.view(b, c, h, w)
+        # One flat index per output pixel into the padded image: a single gather.
+        flat = (rows.unsqueeze(2) * self._padded_width + columns.unsqueeze(1)).view(b, 1, h * w)
+        return x.flatten(2).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
 
     def batches(
         self, epoch: int, start_batch: int = 0, stop_batch: int | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Augmented, normalized training batches `start_batch:stop_batch` of `epoch`."""
-        order, flat = self._epoch_draws(epoch)
+        order, crops = self._epoch_draws(epoch)
         size, n = self.batch_size, self.n_train
         stop = self.num_batches() if stop_batch is None else stop_batch
         x, y = self._x, self._y
         for start in range(start_batch * size, min(stop * size, n), size):
             index = order[start : start + size]
-            if flat is None:
+            if crops is None:
                 yield x[index], y[index]
             else:
-                yield self._crop_flip(x[index], flat[start : start + size]), y[index]
+                end = start + size
+                yield self._crop_flip(x[index], crops[0][start:end], crops[1][start:end]), y[index]
 
     def eval_batches(
         self, split: str = "test", batch_size: int | None = None

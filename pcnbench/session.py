@@ -95,6 +95,7 @@ class Session:
         self.results: list[dict[str, Any]] = []
         self.phases: list[PhaseRecord] = []
         self._phase_depth = 0
+        self._carved = (0.0, 0.0)  # wall and CPU seconds of evaluations nested in other phases
         self._step = 0
         self._steps_trained = 0
         self.model = model
@@ -149,7 +150,7 @@ class Session:
 
     @property
     def train_time_s(self) -> float:
-        """Wall seconds of all recorded phases of kind "train"."""
+        """Wall seconds of all recorded phases of kind "train" (evaluation excluded)."""
         return sum(p.wall_s for p in self.phases if p.kind == "train")
 
     def _sync(self) -> None:
@@ -158,9 +159,15 @@ class Session:
 
     @contextmanager
     def phase(self, name: str, kind: str = "other") -> Iterator[None]:
-        """Meter a named stretch of work; nested phases are part of the outermost one."""
+        """Meter a named stretch of work.
+
+        A phase inside another is part of the outer one, except evaluation: an "eval" phase
+        nested in, say, training is recorded on its own and its time is taken out of the outer
+        phase, so `train_time_s` counts training alone.
+        """
         self._phase_depth += 1
-        if self._phase_depth > 1:
+        nested = self._phase_depth > 1
+        if nested and kind != "eval":
             try:
                 yield
             finally:
@@ -168,17 +175,25 @@ class Session:
             return
         self._sync()
         wall, cpu, start_step = time.perf_counter(), time.process_time(), self._steps_trained
+        carved_wall, carved_cpu = self._carved
         try:
             yield
         finally:
             self._phase_depth -= 1
             self._sync()
+            wall_s = time.perf_counter() - wall
+            cpu_s = time.process_time() - cpu
+            if nested:
+                self._carved = (self._carved[0] + wall_s, self._carved[1] + cpu_s)
+            else:
+                wall_s -= self._carved[0] - carved_wall
+                cpu_s -= self._carved[1] - carved_cpu
             self.phases.append(
                 PhaseRecord(
                     name=name,
                     kind=kind,
-                    wall_s=time.perf_counter() - wall,
-                    cpu_s=time.process_time() - cpu,
+                    wall_s=wall_s,
+                    cpu_s=cpu_s,
                     start_step=start_step,
                     end_step=self._steps_trained,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -225,21 +226,39 @@ def test_record_counts_and_charges_the_current_model() -> None:
     assert s.results == [row]
 
 
-def test_phases_record_only_the_outermost() -> None:
-    s = session(epochs=2)
+def test_nested_phases_fold_into_the_outer_one_but_evaluation_is_carved_out() -> None:
+    s = session(epochs=2, eval_every=1)
     with s.phase("pcn", kind="transform"):
-        s.train(until=1)
+        s.train(until=1)  # evaluates at the end of epoch 1, inside two phases
         s.evaluate()
     s.train()
     s.evaluate()
     assert [(p.name, p.kind) for p in s.phases] == [
+        ("eval", "eval"),
+        ("eval", "eval"),
         ("pcn", "transform"),
+        ("eval", "eval"),
         ("train", "train"),
         ("eval", "eval"),
     ]
-    assert [(p.start_step, p.end_step) for p in s.phases] == [(0, 3), (3, 6), (6, 6)]
-    assert s.train_time_s == s.phases[1].wall_s
+    assert [(p.start_step, p.end_step) for p in s.phases if p.kind != "eval"] == [(0, 3), (3, 6)]
+    assert s.train_time_s == s.phases[4].wall_s
     assert all(p.wall_s >= 0 and p.cpu_s >= 0 for p in s.phases)
+
+
+def test_train_time_excludes_the_per_epoch_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = session(epochs=2, eval_every=1)
+    slow = s._source.eval_batches
+
+    def eval_batches(*args, **kwargs):
+        time.sleep(0.25)  # an evaluation far slower than this tiny training
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(s._source, "eval_batches", eval_batches)
+    s.train()
+    evals = [p.wall_s for p in s.phases if p.kind == "eval"]
+    assert len(evals) == 2 and min(evals) >= 0.25
+    assert s.train_time_s < 0.25
 
 
 def test_calibration_batches_come_from_the_training_set() -> None:
