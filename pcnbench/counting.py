@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pcnbench.masks import masked_parameters
+
 __all__ = ["count_macs", "count_params", "counted_tensors"]
 
 # Training-only state of normalization layers: not needed once the statistics are folded in.
@@ -26,14 +28,17 @@ def counted_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _count(name: str, tensor: torch.Tensor) -> int:
-    """The count one tensor contributes; the single place to make masked weights count nonzeros."""
-    return tensor.numel()
-
-
 def count_params(model: nn.Module) -> int:
-    """Parameters and buffers needed at inference, without normalization running stats or masks."""
-    return sum(_count(name, tensor) for name, tensor in counted_tensors(model).items())
+    """Parameters and buffers needed at inference, without normalization running stats or masks.
+
+    A masked weight (see `pcnbench.masks`) counts only its nonzero entries.
+    """
+    masked = {id(m.param): m for m in masked_parameters(model)}
+    total = 0
+    for tensor in counted_tensors(model).values():
+        m = masked.get(id(tensor))
+        total += int((m.param * m.mask).count_nonzero()) if m is not None else tensor.numel()
+    return total
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
@@ -53,4 +58,16 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         # Restore each module's own mode: a model may deliberately mix train and eval parts.
         for module, training in modes:
             module.training = training
-    return counter.get_total_flops() // 2
+    flops = counter.get_total_flops()
+    # A masked layer's multiply-accumulates scale with its density (zeros cost nothing in theory;
+    # measured latency, reported separately, shows what dense kernels really do).
+    per_module = counter.get_flop_counts()
+    root = type(model).__name__
+    for m in masked_parameters(model):
+        if m.param_name not in ("weight", "weight_orig"):
+            continue  # a layer's multiply-accumulates belong to its weight
+        key = f"{root}.{m.module_name}" if m.module_name else root
+        module_flops = sum(per_module.get(key, {}).values())
+        density = float(m.mask.count_nonzero()) / m.mask.numel()
+        flops -= round(module_flops * (1.0 - density))
+    return int(flops) // 2

@@ -19,6 +19,7 @@ from torch import nn
 from pcnbench.api import FolderSplits, TensorSplits
 from pcnbench.counting import count_macs, count_params
 from pcnbench.data import make_source
+from pcnbench.masks import mask_density
 from pcnbench.recipe import Recipe
 from pcnbench.schedule import lr_at
 
@@ -95,6 +96,7 @@ class Session:
         self.results: list[dict[str, Any]] = []
         self.phases: list[PhaseRecord] = []
         self._phase_depth = 0
+        self._step_hooks: list[Callable[[], None]] = []
         self._carved = (0.0, 0.0)  # wall and CPU seconds of evaluations nested in other phases
         self._step = 0
         self._steps_trained = 0
@@ -142,6 +144,13 @@ class Session:
             )
         optimizer = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
         return optimizer(params, lr=o.lr, betas=o.betas, weight_decay=wd)
+
+    def add_step_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` after every optimizer step (e.g. to re-apply pruning masks).
+
+        Hooks belong to the session, so they survive replacing the model and restoring snapshots.
+        """
+        self._step_hooks.append(hook)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -241,6 +250,7 @@ class Session:
         steps_per_epoch, total = self.steps_per_epoch, self.total_steps
         step = self._step
         on_progress = self.on_progress
+        step_hooks = self._step_hooks
         every = max(1, total // 100)
         # Without a listener the progress check never fires: one int compare per step.
         next_report = (step // every + 1) * every if on_progress is not None else -1
@@ -256,6 +266,9 @@ class Session:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if step_hooks:
+                for hook in step_hooks:
+                    hook()
             # Accumulated on the device: reading it here would wait for the GPU every step.
             loss_sum += loss.detach()
             step += 1
@@ -353,17 +366,28 @@ class Session:
         return self._source.calibration_batches(n, batch_size)
 
     def record(self, **extra: Any) -> dict[str, Any]:
-        """Evaluate and count the current model, append the result row and return it."""
+        """Evaluate and count the current model, append the result row and return it.
+
+        `density` is the fraction of masked weights kept when the model has masks (see
+        `pcnbench.masks`), else params / dense_params; `compression` is dense_params / params and
+        `speedup` dense_macs / macs (theoretical). Keys in `extra` add or override columns.
+        """
         test = self.evaluate("test")
         val = self.evaluate("val") if "val" in self._source.splits else None
+        params = count_params(self._model)
+        macs = count_macs(self._model, self.input_shape)
+        masked = mask_density(self._model)
         row: dict[str, Any] = {
             "accuracy": test["accuracy"],
             "test_loss": test["loss"],
             "val_accuracy": val["accuracy"] if val else None,
-            "params": count_params(self._model),
+            "params": params,
             "dense_params": self.dense_params,
-            "macs": count_macs(self._model, self.input_shape),
+            "macs": macs,
             "dense_macs": self.dense_macs,
+            "density": masked if masked is not None else params / self.dense_params,
+            "compression": self.dense_params / params if params else None,
+            "speedup": self.dense_macs / macs if macs else None,
             "train_time_s": self.train_time_s,
             "epochs_trained": self.epochs_trained,
             "step": self._step,

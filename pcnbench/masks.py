@@ -1,0 +1,71 @@
+"""The masked-weight convention every pruning plugin shares, and the counting that honours it.
+
+A parameter ``P`` of a module is *masked* when the module has a buffer ``P_mask`` of the same
+shape (``weight`` → ``weight_mask``; torch.nn.utils.prune's ``weight_orig`` → ``weight_mask``).
+Masked weights are kept at exactly zero by re-applying the mask after every optimizer step, so
+the layer runs unchanged (dense kernels) and counting can see which weights remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["Masked", "apply_masks", "mask_density", "masked_parameters", "set_mask"]
+
+
+@dataclass(frozen=True)
+class Masked:
+    """One masked parameter: its module's qualified name, the parameter, and its mask."""
+
+    module_name: str
+    param_name: str  # local name on the module, e.g. "weight"
+    param: nn.Parameter
+    mask: torch.Tensor
+
+
+def _mask_name(param_name: str) -> str:
+    base = param_name[: -len("_orig")] if param_name.endswith("_orig") else param_name
+    return f"{base}_mask"
+
+
+def masked_parameters(model: nn.Module) -> Iterator[Masked]:
+    """Every masked parameter of `model`, in module order."""
+    for module_name, module in model.named_modules():
+        buffers = dict(module.named_buffers(recurse=False))
+        for param_name, param in module.named_parameters(recurse=False):
+            mask = buffers.get(_mask_name(param_name))
+            if mask is not None and mask.shape == param.shape:
+                yield Masked(module_name, param_name, param, mask)
+
+
+def set_mask(module: nn.Module, param_name: str, mask: torch.Tensor) -> None:
+    """Attach (or replace) the mask of `module.<param_name>` and zero the weights it removes."""
+    param = getattr(module, param_name)
+    mask = mask.to(device=param.device, dtype=param.dtype)
+    name = _mask_name(param_name)
+    if name in dict(module.named_buffers(recurse=False)):
+        getattr(module, name).copy_(mask)
+    else:
+        module.register_buffer(name, mask.clone())
+    with torch.no_grad():
+        param.mul_(getattr(module, name))
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module) -> None:
+    """Zero every masked weight (call after each optimizer step; momentum would revive them)."""
+    for m in masked_parameters(model):
+        m.param.mul_(m.mask)
+
+
+def mask_density(model: nn.Module) -> float | None:
+    """Fraction of masked weights that remain (None when nothing is masked)."""
+    kept = total = 0
+    for m in masked_parameters(model):
+        kept += int(m.mask.count_nonzero())
+        total += m.mask.numel()
+    return kept / total if total else None
