@@ -92,6 +92,8 @@ class Session:
         self.input_shape: tuple[int, ...] = self._source.input_shape
         self.steps_per_epoch: int = self._source.num_batches()
         self.total_steps: int = recipe.epochs * self.steps_per_epoch
+        self.recipe_steps: int = self.total_steps  # the recipe's end; fine-tuning goes beyond
+        self._finetune_lr: Callable[[int], float] | None = None
         self.records: list[EpochRecord] = []
         self.results: list[dict[str, Any]] = []
         self.phases: list[PhaseRecord] = []
@@ -144,6 +146,49 @@ class Session:
             )
         optimizer = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
         return optimizer(params, lr=o.lr, betas=o.betas, weight_decay=wd)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step `step`: the recipe's schedule, then any fine-tuning."""
+        if step < self.recipe_steps or self._finetune_lr is None:
+            return lr_at(step, self.steps_per_epoch, self.recipe)
+        return self._finetune_lr(step)
+
+    def finetune(self, epochs: int, lr: float | str = "rewind", phase: str = "finetune") -> None:
+        """Train `epochs` more epochs after the recipe's end (e.g. after one-shot pruning).
+
+        `lr` is a fixed learning rate, or "rewind" to replay the schedule's last `epochs` epochs
+        (learning-rate rewinding, Renda et al. 2020). The data order continues epoch by epoch.
+        """
+        if epochs < 1:
+            raise ValueError(f"finetune(epochs={epochs}): must be ≥ 1")
+        if self._step != self.total_steps:
+            raise ValueError(
+                f"finetune() starts at the end of training (step {self.total_steps}); "
+                f"the session is at step {self._step}"
+            )
+        shift = epochs * self.steps_per_epoch
+        if lr == "rewind":
+            if shift > self.recipe_steps:
+                raise ValueError(
+                    f"finetune(epochs={epochs}, lr='rewind') replays more epochs than the "
+                    f"recipe has ({self.recipe.epochs})"
+                )
+            start = self.total_steps
+
+            def replay(step: int) -> float:
+                return lr_at(
+                    step - start + self.recipe_steps - shift, self.steps_per_epoch, self.recipe
+                )
+
+            self._finetune_lr = replay
+        elif isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+            fixed = float(lr)
+            self._finetune_lr = lambda step: fixed
+        else:
+            raise ValueError(f"finetune(lr={lr!r}): expected a positive number or 'rewind'")
+        self._lr = None
+        self.total_steps += shift
+        self.train(until="end", phase=phase)
 
     def add_step_hook(self, hook: Callable[[], None]) -> None:
         """Call `hook()` after every optimizer step (e.g. to re-apply pruning masks).
@@ -257,7 +302,7 @@ class Session:
         loss_sum = torch.zeros((), device=self.device)
         model.train()
         for x, y in self._source.batches(epoch, first, last):
-            lr = lr_at(step, steps_per_epoch, recipe)
+            lr = self.lr_at(step)
             if lr != self._lr:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -285,7 +330,7 @@ class Session:
             on_progress(step, total)
         done = epoch + 1
         evaluate = (recipe.eval_every > 0 and done % recipe.eval_every == 0) or (
-            done == recipe.epochs
+            step == self.total_steps
         )
         test = self.evaluate("test") if evaluate else None
         val = self.evaluate("val") if evaluate and "val" in self._source.splits else None
@@ -297,7 +342,7 @@ class Session:
             test_accuracy=test["accuracy"] if test else None,
             test_loss=test["loss"] if test else None,
             val_accuracy=val["accuracy"] if val else None,
-            lr=self._lr if self._lr is not None else lr_at(step - 1, steps_per_epoch, recipe),
+            lr=self._lr if self._lr is not None else self.lr_at(step - 1),
             seconds=seconds,
         )
         self.records.append(record)

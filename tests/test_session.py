@@ -336,3 +336,31 @@ def test_cuda_training_steps_never_wait_for_the_gpu() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert s.step == 5
+
+
+def test_finetune_extends_training_with_fixed_or_rewound_learning_rate() -> None:
+    fixed = session(epochs=4, eval_every=0)
+    fixed.train()
+    fixed.finetune(2, lr=0.01)
+    assert fixed.step == fixed.total_steps == 6 * fixed.steps_per_epoch
+    assert fixed.epochs_trained == 6.0
+    assert [r.epoch for r in fixed.records] == [1, 2, 3, 4, 5, 6]
+    assert fixed.records[-1].lr == 0.01 and fixed.records[-1].test_accuracy is not None
+    rewind = session(epochs=4, eval_every=0)
+    rewind.train()
+    rewind.finetune(2, lr="rewind")
+    spe = rewind.steps_per_epoch
+    # replays epochs 3 and 4 of the schedule (milestones 2 and 4 → lr 0.05·0.1 in epoch 3)
+    assert [rewind.lr_at(4 * spe + i) for i in (0, spe)] == [
+        lr_at(2 * spe, spe, rewind.recipe),
+        lr_at(3 * spe, spe, rewind.recipe),
+    ]
+    with pytest.raises(ValueError, match="replays more epochs than the recipe has"):
+        rewind.finetune(9)
+
+
+def test_finetune_before_the_end_is_an_error() -> None:
+    s = session(epochs=3)
+    s.train(until=1)
+    with pytest.raises(ValueError, match="starts at the end of training"):
+        s.finetune(1, lr=0.01)
