@@ -11,10 +11,13 @@ from pcnbench.errors import ParamError
 from pcnbench.recipe import Recipe
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
     from torch.utils.data import Dataset
 
+    from pcnbench.report import ReportData
     from pcnbench.session import Session
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "ParamError",
     "Params",
     "Recipe",
+    "Reporter",
     "TensorSplits",
 ]
 
@@ -109,4 +113,15 @@ class Method:
 
     def run(self, session: Session, params: Any) -> None:
         """Train, transform and record results through the session."""
+        raise NotImplementedError
+
+
+class Reporter:
+    """Contract of a reporter: turn a results database's contents into files."""
+
+    name: str = ""
+    order: int = 100  # reporters run in ascending order; one may read files an earlier one wrote
+
+    def render(self, data: ReportData, out_dir: Path) -> list[Path]:
+        """Write this reporter's files under `out_dir` and return their paths."""
         raise NotImplementedError

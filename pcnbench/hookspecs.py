@@ -33,6 +33,11 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_reporters(register: Register) -> None:
+    """Register reporters: call ``register(r)`` with each `pcnbench.api.Reporter`."""
+
+
+@hookspec
 def on_cell_start(cell: Any) -> None:
     """Called in the driver before a cell trains, with its `pcnbench.cells.Cell`."""
 

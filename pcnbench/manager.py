@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from pcnbench import hookspecs
-from pcnbench.api import DatasetPlugin, Method, ModelPlugin
+from pcnbench.api import DatasetPlugin, Method, ModelPlugin, Reporter
 from pcnbench.errors import PluginError
 
 GROUP = "pcnbench"
@@ -21,6 +21,7 @@ _KINDS: dict[str, tuple[str, type]] = {
     "method": ("register_methods", Method),
     "model": ("register_models", ModelPlugin),
     "dataset": ("register_datasets", DatasetPlugin),
+    "reporter": ("register_reporters", Reporter),
 }
 
 
@@ -94,6 +95,7 @@ class PluginHost:
         self.methods: Registry[Method] = Registry("method")
         self.models: Registry[ModelPlugin] = Registry("model")
         self.datasets: Registry[DatasetPlugin] = Registry("dataset")
+        self.reporters: Registry[Reporter] = Registry("reporter")
         self.infos: dict[str, PluginInfo] = {}
 
     @property

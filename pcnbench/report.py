@@ -1,0 +1,51 @@
+"""Reports: load a results database into frames and hand them to every registered reporter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pcnbench.store import Store
+
+
+@dataclass
+class ReportData:
+    """Everything a reporter may use, read from one results database."""
+
+    output_dir: Path
+    suite: str
+    results: pd.DataFrame  # one row per result (failed cells: one row with status and error)
+    epochs: pd.DataFrame  # per-epoch records
+    phases: pd.DataFrame  # metered phases
+    runs: pd.DataFrame  # runs with suite text and environment (JSON)
+    cells: pd.DataFrame  # cells with config (JSON), status, error
+
+
+def load_report_data(output_dir: str | Path) -> ReportData:
+    """Read a suite's output directory (or its results.db) into a ReportData."""
+    store = Store.open_existing(output_dir)
+    try:
+        results = store.results_frame()
+        frames = {name: store.table(name) for name in ("epochs", "phases", "runs", "cells")}
+    finally:
+        store.close()
+    path = Path(output_dir)
+    out = path if path.is_dir() else path.parent
+    runs = frames["runs"]
+    suite = str(runs["suite"].iloc[-1]) if len(runs) else out.name
+    return ReportData(output_dir=out, suite=suite, results=results, **frames)
+
+
+def build_report(output_dir: str | Path, host: Any) -> list[Path]:
+    """Run every registered reporter, in order, on the results in `output_dir`."""
+    data = load_report_data(output_dir)
+    written: list[Path] = []
+    reporters = sorted(
+        (host.reporters.get(name) for name in host.reporters.names()), key=lambda r: r.order
+    )
+    for reporter in reporters:
+        written.extend(reporter.render(data, data.output_dir))
+    return written
