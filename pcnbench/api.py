@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -24,10 +24,13 @@ __all__ = [
     "DataInfo",
     "DatasetPlugin",
     "FolderSplits",
+    "Meter",
+    "MeterProbe",
     "Method",
     "ModelPlugin",
     "ParamError",
     "Params",
+    "Reading",
     "Recipe",
     "Reporter",
     "TensorSplits",
@@ -125,3 +128,59 @@ class Reporter:
     def render(self, data: ReportData, out_dir: Path) -> list[Path]:
         """Write this reporter's files under `out_dir` and return their paths."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MeterProbe:
+    """What a meter can measure on this machine, and how (or why not)."""
+
+    available: bool
+    method: str  # e.g. "nvml_counter", "rapl", "codecarbon_estimate"
+    detail: str  # devices or zones measured, or the reason it is unavailable
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One meter's figure for one window.
+
+    `joules` is NaN when unmetered (then `method` is "unmetered" and `note` says why);
+    `estimate` marks modelled figures (they never mix with measured ones).
+    """
+
+    component: str  # "gpu", "cpu", "dram", "machine", "memory", ...
+    joules: float
+    method: str
+    estimate: bool = False
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. {"co2_kg": ...}
+
+
+class Meter:
+    """Contract of a meter: open a window, close it, report readings.
+
+    Windows may overlap and nest (the session meters a phase and the evaluations inside it),
+    so `start` returns a handle and must not reset shared state.
+    """
+
+    name: str = ""
+
+    def probe(self) -> MeterProbe:
+        """Say what this meter can measure here (for `pcnbench env` and labels)."""
+        raise NotImplementedError
+
+    def configure(self, options: dict[str, Any]) -> None:
+        """Take the suite's `metering.options` (each meter reads the keys it knows)."""
+
+    def prepare(self) -> None:
+        """Do slow one-time setup (called once per run, possibly in a background thread)."""
+
+    def start(self) -> Any:
+        """Open a window and return its handle."""
+        raise NotImplementedError
+
+    def stop(self, handle: Any) -> list[Reading]:
+        """Close the window `handle` and return its readings (never raise for missing hardware)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (threads, library handles) at the end of a run."""

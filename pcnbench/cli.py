@@ -102,7 +102,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     loaded, host = _load(args.suite)
     out = _console()
-    runner = Runner(loaded, host, output=args.output, device=args.device, argv=sys.argv)
+    runner = Runner(
+        loaded,
+        host,
+        output=args.output,
+        device=args.device,
+        argv=sys.argv,
+        metering=False if args.no_meter else None,
+    )
     cells, todo = runner.plan(args.only, args.force)
     if args.dry_run:
         _print_plan(loaded, cells, todo, out)
@@ -209,6 +216,40 @@ def cmd_results(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print devices, versions, and what each meter can measure here (or why not)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from pcnbench.manager import load_plugins
+    from pcnbench.provenance import environment
+
+    out = _console(wide=True)
+    env = environment()
+    out.print(f"pcnbench {env['pcnbench']}, Python {env['python']}, torch {env['torch']}")
+    gpus = ", ".join(env["gpus"]) or "none"
+    out.print(f"CUDA available: {env['cuda_available']} (CUDA {env['cuda']}); GPUs: {gpus}")
+    out.print(f"CPU: {env['cpu']}, {env['cpu_count']} cores; torch threads {env['torch_threads']}")
+    host = load_plugins(strict=False)
+    table = Table(title="meters (energy: measured or unmetered; estimates labelled)")
+    for header in ("meter", "plugin", "available", "method", "detail"):
+        table.add_column(header)
+    for name in host.meters.names():
+        try:
+            probe = host.meters.get(name).probe()
+            row = (name, host.meters.plugin_of(name), "yes" if probe.available else "no")
+            row += (probe.method, probe.detail)
+        except Exception as exc:
+            row = (name, host.meters.plugin_of(name), "no", "error", f"{type(exc).__name__}: {exc}")
+        table.add_row(*(Text(str(c)) for c in row))
+    out.print(table)
+    out.print(
+        "Time: wall and process-CPU seconds per phase, device synchronized (always measured). "
+        "Latency/throughput: measured per result on the training device."
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -225,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", metavar="DIR", help="results directory (default reports/<name>)")
     run.add_argument("--device", help="override the suite's device (auto, cpu, cuda, cuda:N)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--no-meter", action="store_true", help="no energy/memory meters, no latency measurement"
+    )
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a suite and print its expanded matrix")
@@ -233,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     plug = sub.add_parser("plugins", help="list loaded plugins and what they register")
     plug.set_defaults(func=cmd_plugins)
+
+    env = sub.add_parser("env", help="what this machine can meter, and how")
+    env.set_defaults(func=cmd_env)
 
     res = sub.add_parser("results", help="print stored results")
     res.add_argument("dir", help="a suite's output directory (or its results.db)")

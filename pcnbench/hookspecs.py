@@ -33,6 +33,11 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_meters(register: Register) -> None:
+    """Register meters: call ``register(m)`` with each `pcnbench.api.Meter`."""
+
+
+@hookspec
 def register_reporters(register: Register) -> None:
     """Register reporters: call ``register(r)`` with each `pcnbench.api.Reporter`."""
 

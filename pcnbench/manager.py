@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from pcnbench import hookspecs
-from pcnbench.api import DatasetPlugin, Method, ModelPlugin, Reporter
+from pcnbench.api import DatasetPlugin, Meter, Method, ModelPlugin, Reporter
 from pcnbench.errors import PluginError
 
 GROUP = "pcnbench"
@@ -22,6 +22,7 @@ _KINDS: dict[str, tuple[str, type]] = {
     "model": ("register_models", ModelPlugin),
     "dataset": ("register_datasets", DatasetPlugin),
     "reporter": ("register_reporters", Reporter),
+    "meter": ("register_meters", Meter),
 }
 
 
@@ -96,6 +97,7 @@ class PluginHost:
         self.models: Registry[ModelPlugin] = Registry("model")
         self.datasets: Registry[DatasetPlugin] = Registry("dataset")
         self.reporters: Registry[Reporter] = Registry("reporter")
+        self.meters: Registry[Meter] = Registry("meter")
         self.infos: dict[str, PluginInfo] = {}
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 from pcnbench.cells import Cell, expand, select
 from pcnbench.errors import PcnbenchError, SuiteError
 from pcnbench.manager import PluginHost
+from pcnbench.metering import MeterSet, reading_columns
 from pcnbench.provenance import environment
 from pcnbench.store import Store
 from pcnbench.suite import LoadedSuite
@@ -78,6 +80,7 @@ def run_cell(
     *,
     on_epoch_end: Callable[[Any], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    meters: MeterSet | None = None,
 ) -> Any:
     """Build the cell's model, hand a fresh Session to its method, and return the session."""
     from pcnbench.session import Session
@@ -94,6 +97,8 @@ def run_cell(
         device=device,
         on_epoch_end=on_epoch_end,
         on_progress=on_progress,
+        meters=meters if meters is not None else MeterSet(),
+        measure_inference=meters is not None,
     )
     host.methods.get(cell.method.name).run(session, cell.method.params)
     if not session.results:
@@ -116,6 +121,7 @@ class Runner:
         device: str | None = None,
         progress: Any = None,
         argv: list[str] | None = None,
+        metering: bool | None = None,
     ) -> None:
         self.loaded = loaded
         self.host = host
@@ -123,6 +129,23 @@ class Runner:
         self.device_override = device
         self.progress = progress
         self.argv = argv or []
+        self.metering = loaded.suite.metering.enabled if metering is None else metering
+
+    def meters(self) -> MeterSet | None:
+        """The suite's meters, configured (None when metering is off)."""
+        if not self.metering:
+            return None
+        wanted = self.loaded.suite.metering.meters
+        names = self.host.meters.names() if wanted is None else wanted
+        unknown = [n for n in names if n not in self.host.meters]
+        if unknown:
+            raise self.loaded.source.error(
+                ("metering", "meters"), self.host.meters.unknown_message(unknown[0])
+            )
+        chosen = [self.host.meters.get(n) for n in names]
+        for meter in chosen:
+            meter.configure(dict(self.loaded.suite.metering.options))
+        return MeterSet(chosen)
 
     def plan(self, only: str | None = None, force: bool = False) -> tuple[list[Cell], list[Cell]]:
         """(selected cells, those of them that will train) given stored statuses."""
@@ -137,6 +160,11 @@ class Runner:
         device = pick_device(self.loaded, self.device_override)
         set_determinism(self.loaded.suite.deterministic, device)
         cells, todo = self.plan(only, force)
+        meters = self.meters()
+        if meters is not None and todo:
+            # slow one-time meter setup (codecarbon's hardware probe) overlaps the first cell
+            threading.Thread(target=meters.prepare, name="pcnbench-meters", daemon=True).start()
+        self._meterset = meters
         summary = RunSummary(self.output, selected=len(cells), skipped=len(cells) - len(todo))
         store = Store(self.output / "results.db")
         run_id = store.begin_run(
@@ -178,6 +206,8 @@ class Runner:
                 status = "failed"
             store.end_run(run_id, status)
             store.close()
+            if meters is not None:
+                meters.close()
         return summary
 
     def _run_one(
@@ -207,9 +237,21 @@ class Runner:
             def on_epoch_end(record: Any) -> None:
                 hook.on_epoch_end(cell=cell, record=record)
 
+            meters = self._meterset
+            window = meters.start() if meters is not None else None
             session = run_cell(
-                cell, self.host, data, device, on_epoch_end=on_epoch_end, on_progress=on_progress
+                cell,
+                self.host,
+                data,
+                device,
+                on_epoch_end=on_epoch_end,
+                on_progress=on_progress,
+                meters=meters,
             )
+            cell_columns = {}
+            if meters is not None:
+                readings = meters.stop(window, time.perf_counter() - started)
+                cell_columns = {f"cell_{k}": v for k, v in reading_columns(readings).items()}
         except KeyboardInterrupt:
             store.finish_cell(
                 cell.id,
@@ -236,6 +278,7 @@ class Runner:
             epochs=session.records,
             phases=session.phases,
             wall_time_s=time.perf_counter() - started,
+            extra=cell_columns,
         )
         hook.on_cell_end(cell=cell, status="done", results=list(session.results))
         return True

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcnbench.api import FolderSplits, TensorSplits
+from pcnbench.api import FolderSplits, Meter, Reading, TensorSplits
 from pcnbench.counting import count_macs, count_params
 from pcnbench.data import make_source
+from pcnbench.inference import measure_inference
 from pcnbench.masks import mask_density
+from pcnbench.metering import MeterSet, energy_columns, reading_columns, subtract
 from pcnbench.recipe import Recipe
 from pcnbench.schedule import lr_at
 
@@ -51,6 +54,14 @@ class PhaseRecord:
     cpu_s: float
     start_step: int
     end_step: int
+    readings: list[Reading] = field(default_factory=list)  # meters' figures for the window
+
+    def as_row(self) -> dict[str, Any]:
+        """Flat columns for the phases table (meter readings spread into named columns)."""
+        row = {k: getattr(self, k) for k in ("name", "kind", "wall_s", "cpu_s")}
+        row.update(start_step=self.start_step, end_step=self.end_step)
+        row.update(reading_columns(self.readings))
+        return row
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,12 @@ class Session:
         device: torch.device | str = "cpu",
         on_epoch_end: Callable[[EpochRecord], None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        meters: Sequence[Meter] | MeterSet = (),
+        measure_inference: bool = True,
     ) -> None:
         self.recipe = recipe
+        self._meters = meters if isinstance(meters, MeterSet) else MeterSet(meters)
+        self.measure_inference = measure_inference
         self.seed = seed
         self.device = torch.device(device)
         self.on_epoch_end = on_epoch_end
@@ -99,7 +114,9 @@ class Session:
         self.phases: list[PhaseRecord] = []
         self._phase_depth = 0
         self._step_hooks: list[Callable[[], None]] = []
-        self._carved = (0.0, 0.0)  # wall and CPU seconds of evaluations nested in other phases
+        # wall and CPU seconds, and meter readings, of evaluations nested in other phases
+        self._carved = (0.0, 0.0)
+        self._carved_readings: list[list[Reading]] = []
         self._step = 0
         self._steps_trained = 0
         self.model = model
@@ -228,8 +245,10 @@ class Session:
                 self._phase_depth -= 1
             return
         self._sync()
-        wall, cpu, start_step = time.perf_counter(), time.process_time(), self._steps_trained
         carved_wall, carved_cpu = self._carved
+        carved_readings = len(self._carved_readings)
+        handles = self._meters.start() if self._meters else []
+        wall, cpu, start_step = time.perf_counter(), time.process_time(), self._steps_trained
         try:
             yield
         finally:
@@ -237,11 +256,16 @@ class Session:
             self._sync()
             wall_s = time.perf_counter() - wall
             cpu_s = time.process_time() - cpu
+            readings = self._meters.stop(handles, wall_s) if self._meters else []
             if nested:
                 self._carved = (self._carved[0] + wall_s, self._carved[1] + cpu_s)
+                self._carved_readings.append(readings)
             else:
                 wall_s -= self._carved[0] - carved_wall
                 cpu_s -= self._carved[1] - carved_cpu
+                for inner in self._carved_readings[carved_readings:]:
+                    readings = subtract(readings, inner)
+                del self._carved_readings[carved_readings:]
             self.phases.append(
                 PhaseRecord(
                     name=name,
@@ -250,6 +274,7 @@ class Session:
                     cpu_s=cpu_s,
                     start_step=start_step,
                     end_step=self._steps_trained,
+                    readings=readings,
                 )
             )
 
@@ -434,9 +459,25 @@ class Session:
             "compression": self.dense_params / params if params else None,
             "speedup": self.dense_macs / macs if macs else None,
             "train_time_s": self.train_time_s,
+            "transform_time_s": sum(p.wall_s for p in self.phases if p.kind == "transform"),
+            "eval_time_s": sum(p.wall_s for p in self.phases if p.kind == "eval"),
             "epochs_trained": self.epochs_trained,
             "step": self._step,
-            **extra,
         }
+        row.update(energy_columns(self.phases))
+        if self.measure_inference:
+            with self.phase("inference_benchmark", kind="measure"):
+                row.update(
+                    measure_inference(
+                        self._model, self.input_shape, self.recipe.batch_size, self.device
+                    )
+                )
+        else:
+            row.update(
+                latency_ms=math.nan,
+                throughput_sps=math.nan,
+                inference_method="not measured: metering disabled",
+            )
+        row.update(extra)
         self.results.append(row)
         return row

@@ -91,6 +91,8 @@ def _plain(value: Any) -> Any:
 
 
 def _row(obj: Any) -> dict[str, Any]:
+    if hasattr(obj, "as_row"):
+        return obj.as_row()
     return asdict(obj) if is_dataclass(obj) else dict(obj)
 
 
@@ -208,6 +210,7 @@ class Store:
         phases: list[Any] = (),
         error: str | None = None,
         wall_time_s: float | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Store a cell's outcome and everything it produced, replacing any earlier attempt."""
         with self.db:
@@ -219,10 +222,18 @@ class Store:
                 self._insert("epochs", {"cell_id": cell_id, "idx": idx, **_row(record)})
             for idx, phase in enumerate(phases):
                 self._insert("phases", {"cell_id": cell_id, "idx": idx, **_row(phase)})
+            values = {
+                "status": status,
+                "error": error,
+                "finished_at": _now(),
+                "wall_time_s": wall_time_s,
+                **(extra or {}),
+            }
+            self._ensure_columns("cells", values)
+            assignments = ", ".join(f'"{k}" = ?' for k in values)
             self.db.execute(
-                "UPDATE cells SET status = ?, error = ?, finished_at = ?, wall_time_s = ?"
-                " WHERE cell_id = ?",
-                (status, error, _now(), wall_time_s, cell_id),
+                f"UPDATE cells SET {assignments} WHERE cell_id = ?",
+                [*(_plain(v) for v in values.values()), cell_id],
             )
 
     def results_frame(self) -> pd.DataFrame:

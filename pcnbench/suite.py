@@ -36,6 +36,14 @@ class Entry(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
+class Metering(_Strict):
+    """Which meters run (all registered by default) and their options."""
+
+    enabled: bool = True
+    meters: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=lambda: {"country_iso_code": "USA"})
+
+
 class Suite(_Strict):
     """A whole suite: the matrix (datasets × models × methods × seeds) and one recipe."""
 
@@ -49,6 +57,7 @@ class Suite(_Strict):
     recipe: Recipe
     device: str = "auto"
     deterministic: bool = False
+    metering: Metering = Field(default_factory=Metering)
     output: str | None = None
 
     @field_validator("seeds", mode="before")
