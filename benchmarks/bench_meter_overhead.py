@@ -1,0 +1,55 @@
+"""Meter overhead: wall time of a fresh quickstart run with metering on against --no-meter.
+
+Run: python benchmarks/bench_meter_overhead.py [--repeats N] [--suite FILE]
+Runs alternate (on, off, on, off, ...) so drift in machine load hits both alike; prints the
+median of each and the ratio on/off. Target: ≤ 1.02.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_once(suite: str, metered: bool) -> float:
+    """Seconds for one fresh run of the suite."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "pcnbench.cli", "run", suite, "--output", out, "--quiet"]
+        if not metered:
+            cmd.append("--no-meter")
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    """Alternate metered and unmetered runs and print the medians and their ratio."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--suite", default="suites/quickstart.yaml")
+    args = parser.parse_args()
+    on, off = [], []
+    for _ in range(args.repeats):
+        on.append(run_once(args.suite, True))
+        off.append(run_once(args.suite, False))
+    print(f"suite: {args.suite}, repeats: {args.repeats}")
+    print(
+        "metered wall:   median %.2f s (%s)"
+        % (statistics.median(on), ", ".join(f"{t:.2f}" for t in on))
+    )
+    print(
+        "unmetered wall: median %.2f s (%s)"
+        % (statistics.median(off), ", ".join(f"{t:.2f}" for t in off))
+    )
+    print(f"metered/unmetered ratio: {statistics.median(on) / statistics.median(off):.3f}")
+
+
+if __name__ == "__main__":
+    main()
