@@ -40,14 +40,9 @@ def main() -> None:
         on.append(run_once(args.suite, True))
         off.append(run_once(args.suite, False))
     print(f"suite: {args.suite}, repeats: {args.repeats}")
-    print(
-        "metered wall:   median %.2f s (%s)"
-        % (statistics.median(on), ", ".join(f"{t:.2f}" for t in on))
-    )
-    print(
-        "unmetered wall: median %.2f s (%s)"
-        % (statistics.median(off), ", ".join(f"{t:.2f}" for t in off))
-    )
+    for label, times in (("metered wall:  ", on), ("unmetered wall:", off)):
+        shown = ", ".join(f"{t:.2f}" for t in times)
+        print(f"{label} median {statistics.median(times):.2f} s ({shown})")
     print(f"metered/unmetered ratio: {statistics.median(on) / statistics.median(off):.3f}")
 
 
