@@ -114,6 +114,13 @@ class Method:
     def check(self, params: Any, recipe: Recipe) -> None:
         """Reject values that conflict with the recipe by raising ParamError(key, message)."""
 
+    def check_model(self, params: Any, model: nn.Module) -> None:
+        """Reject values that do not fit the model (e.g. a layer pattern matching no layer).
+
+        Called at validation with the model built on the meta device (no data, no weights);
+        raise ParamError(key, message).
+        """
+
     def run(self, session: Session, params: Any) -> None:
         """Train, transform and record results through the session."""
         raise NotImplementedError

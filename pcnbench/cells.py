@@ -132,7 +132,8 @@ def resolve_axis(
                     raise source.error(
                         (*base, *translate((exc.key,) if exc.key else ())), exc.message
                     ) from None
-            choices.append(Choice(entry.name, params, i, raw))
+            where = {k: translate((k,)) for k in keys}
+            choices.append(Choice(entry.name, params, i, raw, where))
         if kept == 0:
             raise source.error(
                 (*base, "exclude"), "every combination of this entry is excluded", key=True
@@ -227,11 +228,16 @@ def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
 
     source = loaded.source
     seen: set[tuple[int, int]] = set()
+    checked: set[tuple[int, int, int]] = set()
     infos: dict[int, Any] = {}
+    nets: dict[tuple[int, int], Any] = {}
     for cell in expand(loaded):
-        d, m = cell.dataset, cell.model
+        d, m, meth = cell.dataset, cell.model, cell.method
         key = (id(d), id(m))
         if key in seen:
+            if (*key, id(meth)) not in checked:
+                checked.add((*key, id(meth)))
+                _check_method_on_model(source, host, meth, m, d, nets[key])
             continue
         seen.add(key)
         dplugin = host.datasets.get(d.name)
@@ -268,6 +274,23 @@ def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
                 f"model '{m.name}' returns shape {tuple(out.shape)} for dataset '{d.name}'; "
                 f"expected (batch, {info.num_classes})",
             )
+        nets[key] = net
+        checked.add((*key, id(meth)))
+        _check_method_on_model(source, host, meth, m, d, net)
+
+
+def _check_method_on_model(
+    source: Source, host: Any, method: Choice, model: Choice, dataset: Choice, net: Any
+) -> None:
+    """Let the method reject parameters that do not fit this model (see Method.check_model)."""
+    try:
+        host.methods.get(method.name).check_model(method.params, net)
+    except ParamError as exc:
+        at = method.where.get(exc.key, ("params", exc.key)) if exc.key else ()
+        raise source.error(
+            ("methods", method.entry, *at),
+            f"with model '{model.name}' on '{dataset.name}': {exc.message}",
+        ) from None
 
 
 def select(cells: list[Cell], pattern: str | None) -> list[Cell]:

@@ -36,7 +36,7 @@ class EpochRecord:
     phase: str
     epoch: int  # epochs completed, 1-based
     step: int  # optimizer steps completed
-    train_loss: float  # mean over the epoch's batches trained in this call
+    train_loss: float  # mean over the epoch's batches (all pieces of it)
     test_accuracy: float | None
     test_loss: float | None
     val_accuracy: float | None
@@ -114,6 +114,8 @@ class Session:
         self.phases: list[PhaseRecord] = []
         self._phase_depth = 0
         self._step_hooks: list[Callable[[], None]] = []
+        # (epoch, next batch, loss sum, batches, seconds) of the epoch being trained in pieces
+        self._epoch_tally: tuple[int, int, torch.Tensor, int, float] | None = None
         # wall and CPU seconds, and meter readings, of evaluations nested in other phases
         self._carved = (0.0, 0.0)
         self._carved_readings: list[list[Reading]] = []
@@ -209,6 +211,8 @@ class Session:
 
     def add_step_hook(self, hook: Callable[[], None]) -> None:
         """Call `hook()` after every optimizer step (e.g. to re-apply pruning masks).
+
+        When a hook runs, `session.step` already counts the step just taken.
 
         Hooks belong to the session, so they survive replacing the model and restoring snapshots.
         """
@@ -336,21 +340,35 @@ class Session:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if step_hooks:
-                for hook in step_hooks:
-                    hook()
             # Accumulated on the device: reading it here would wait for the GPU every step.
             loss_sum += loss.detach()
             step += 1
             self._step = step
             self._steps_trained += 1
+            if step_hooks:
+                for hook in step_hooks:
+                    hook()
             if step == next_report:
                 on_progress(step, total)  # type: ignore[misc]
                 next_report += every
+        # An epoch may be trained in pieces (train(until="Nit") calls): its record covers all
+        # of them, as long as they are contiguous (a restore elsewhere starts a new tally).
+        tally = self._epoch_tally
+        if tally is None or tally[0] != epoch or tally[1] != first:
+            tally = (epoch, first, torch.zeros((), device=self.device), 0, 0.0)
+        tally = (
+            epoch,
+            last,
+            tally[2] + loss_sum,
+            tally[3] + (last - first),
+            tally[4] + time.perf_counter() - started,
+        )
+        self._epoch_tally = tally
         if last < steps_per_epoch:
             return
-        train_loss = loss_sum.item() / (last - first)
-        seconds = time.perf_counter() - started
+        self._epoch_tally = None
+        train_loss = tally[2].item() / tally[3]
+        seconds = tally[4]
         if on_progress is not None and step % every:
             on_progress(step, total)
         done = epoch + 1

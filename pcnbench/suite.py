@@ -6,7 +6,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ class Choice:
     params: Any  # the plugin's Params instance
     entry: int  # index of the entry in its axis list
     raw: dict[str, Any]  # the params as written for this grid point
+    # each param's place in the YAML entry, e.g. {"at_epoch": ("params", "at_epoch", 1)}
+    where: dict[str, tuple[Any, ...]] = field(default_factory=dict, compare=False)
 
 
 @dataclass

@@ -1,10 +1,122 @@
-"""The `lottery` reduction method (being written; registers nothing yet)."""
+"""The `lottery` method: iterative magnitude pruning with rewinding (lottery tickets).
+
+Frankle & Carbin 2019; Frankle et al. 2020; OpenLTH's `lottery` runner with `sparse_global`.
+Train to the rewind step k and keep that whole state (weights, BatchNorm statistics, optimizer,
+step, RNG); train to the end. Each level prunes ceil(rate × remaining) weights by one global
+|w| threshold over the still-unpruned conv and linear weights of the last trained network,
+rewinds to step k, applies the mask and trains from k to the end again, with the schedule and
+data order resuming at k. Every level is a result row charged with all training so far.
+"""
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BeforeValidator, Field
+
+from pcnbench.api import Method, Params, Recipe
+from pcnbench.errors import ParamError
 from pcnbench.hookspecs import Register, hookimpl
+
+from .pruning import (
+    MaskEnforcer,
+    Patterns,
+    attach_masks,
+    imp_masks,
+    layer_densities,
+    prunable_layers,
+)
+
+if TYPE_CHECKING:
+    from pcnbench.session import Session
+
+_REWIND = re.compile(r"^\s*(\d+)\s*(ep|it)?\s*$")
+
+
+def _canonical_rewind(value: Any) -> str:
+    # One spelling per point, so `2`, "2" and "2ep" are the same cell.
+    match = None
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        match = _REWIND.match(str(value))
+    if match is None:
+        raise ValueError(f"expected 0, epochs ('2ep' or 2) or iterations ('500it'); got {value!r}")
+    count = int(match.group(1))
+    return "0" if count == 0 else f"{count}{match.group(2) or 'ep'}"
+
+
+Rewind = Annotated[str, BeforeValidator(_canonical_rewind)]
+"""Rewind point: "0" (original lottery ticket), "Nep" epochs or "Nit" optimizer steps."""
+
+
+def rewind_step(rewind: str, steps_per_epoch: int) -> int:
+    """The optimizer step k a canonical `rewind` value names."""
+    match = _REWIND.match(rewind)
+    assert match is not None, rewind
+    count = int(match.group(1))
+    return count if match.group(2) == "it" else count * steps_per_epoch
+
+
+class LotteryParams(Params):
+    """Pruning levels, the fraction pruned per level, the rewind point and layers left dense."""
+
+    levels: int = Field(ge=1, description="pruning rounds; one result row each")
+    rate: float = Field(0.2, gt=0, lt=1, description="fraction of remaining weights per level")
+    rewind: Rewind = "0"
+    exclude: Patterns = ()
+
+
+class Lottery(Method):
+    """Iterative magnitude pruning with rewinding to step k (OpenLTH `lottery`)."""
+
+    name = "lottery"
+    Params = LotteryParams
+
+    def check(self, params: LotteryParams, recipe: Recipe) -> None:
+        """An epoch rewind point must lie before the recipe's end (steps are checked in run)."""
+        if params.rewind.endswith("ep") and rewind_step(params.rewind, 1) >= recipe.epochs:
+            raise ParamError(
+                "rewind",
+                f"must be before the end of training (recipe.epochs={recipe.epochs}); "
+                f"got {params.rewind}",
+            )
+
+    def run(self, session: Session, params: LotteryParams) -> None:
+        """Level 0 dense, then `levels` rounds of prune, rewind, retrain, record."""
+        k = rewind_step(params.rewind, session.steps_per_epoch)
+        if k >= session.total_steps:
+            raise ParamError(
+                "rewind",
+                f"{params.rewind} is step {k}, not before the end of training at step "
+                f"{session.total_steps}",
+            )
+        prunable_layers(session.model, params.exclude)  # a bad pattern fails before training
+        enforce = MaskEnforcer(session)
+        session.add_step_hook(enforce)
+        if k > 0:
+            session.train(until=f"{k}it")
+        start = session.snapshot()
+        session.train(until="end")
+        level0_accuracy = session.evaluate()["accuracy"]
+        masks = None
+        for level in range(1, params.levels + 1):
+            with session.phase("prune", kind="transform"):
+                layers = prunable_layers(session.model, params.exclude)
+                weights = {name: layer.weight for name, layer in layers.items()}
+                masks = imp_masks(weights, params.rate, masks)
+                session.restore(start)
+                attach_masks(prunable_layers(session.model, params.exclude), masks)
+                enforce.refresh()
+            session.train(until="end")
+            session.record(
+                level=level,
+                rewind_step=k,
+                level0_accuracy=level0_accuracy,
+                layer_densities=layer_densities(session.model),
+            )
 
 
 @hookimpl
 def register_methods(register: Register) -> None:
-    """Register the method (none yet)."""
+    """Register lottery-ticket IMP."""
+    register(Lottery())

@@ -1,10 +1,176 @@
-"""The `magnitude` reduction method (being written; registers nothing yet)."""
+"""The `magnitude` method: unstructured magnitude pruning, one-shot or gradual.
+
+One-shot (Han et al. 2015; ShrinkBench): train to the end of the recipe, remove the smallest
+weights (one |w| threshold over all prunable weights, or the same fraction in every layer), then
+fine-tune at a fixed small learning rate or by replaying the schedule's last epochs.
+Gradual (Zhu & Gupta 2017): raise the sparsity along a cubic curve inside a window of the
+recipe, updating the mask every Δt steps from the current weights.
+Masks are re-applied after every optimizer step, so momentum and weight decay cannot revive
+pruned weights.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
+from pcnbench.api import Method, Params, Recipe
+from pcnbench.errors import ParamError
 from pcnbench.hookspecs import Register, hookimpl
+from pcnbench.masks import mask_density
+
+from .pruning import (
+    MaskEnforcer,
+    Patterns,
+    attach_masks,
+    layer_densities,
+    magnitude_masks,
+    prunable_layers,
+    zhu_gupta_sparsity,
+    zhu_gupta_update_steps,
+)
+
+if TYPE_CHECKING:
+    from pcnbench.session import Session
+
+ONESHOT_FINETUNE_EPOCHS = 10
+
+
+class MagnitudeParams(Params):
+    """Target sparsity, where and when to prune, and the fine-tuning that follows."""
+
+    sparsity: float = Field(gt=0, lt=1, description="fraction of prunable weights removed")
+    scope: Literal["global", "layer"] = "global"
+    schedule: Literal["oneshot", "gradual"] = "oneshot"
+    finetune_epochs: int | None = Field(
+        None, ge=0, description="epochs after the recipe's end; default 10 oneshot, 0 gradual"
+    )
+    finetune: Literal["fixed_lr", "lr_rewind"] = "fixed_lr"
+    finetune_lr: float = Field(0.01, gt=0, description="learning rate of fixed_lr fine-tuning")
+    start_epoch: int = Field(0, ge=0, description="gradual: first mask update")
+    end_epoch: int | None = Field(
+        None, ge=1, description="gradual: final sparsity reached; default half the recipe"
+    )
+    frequency: int = Field(100, ge=1, description="gradual: steps between mask updates (Δt)")
+    initial_sparsity: float = Field(0.0, ge=0, lt=1, description="gradual: s_i at start_epoch")
+    exclude: Patterns = ()
+
+    @model_validator(mode="after")
+    def _initial_below_final(self) -> MagnitudeParams:
+        if self.initial_sparsity > self.sparsity:
+            raise ParamError(
+                "initial_sparsity",
+                f"must be ≤ sparsity ({self.sparsity}); got {self.initial_sparsity}",
+            )
+        return self
+
+
+def finetune_epochs(params: MagnitudeParams) -> int:
+    """Fine-tuning epochs after the recipe: as given, else 10 for oneshot and 0 for gradual."""
+    if params.finetune_epochs is not None:
+        return params.finetune_epochs
+    return ONESHOT_FINETUNE_EPOCHS if params.schedule == "oneshot" else 0
+
+
+def end_epoch(params: MagnitudeParams, recipe: Recipe) -> int:
+    """Epoch at which gradual pruning reaches its final sparsity (default: half the recipe)."""
+    return params.end_epoch if params.end_epoch is not None else max(1, recipe.epochs // 2)
+
+
+class Magnitude(Method):
+    """Unstructured magnitude pruning: one-shot after training, or gradual during it."""
+
+    name = "magnitude"
+    Params = MagnitudeParams
+
+    def check(self, params: MagnitudeParams, recipe: Recipe) -> None:
+        """The pruning window lies inside the recipe; LR rewinding replays at most all of it."""
+        if params.schedule == "gradual":
+            end = end_epoch(params, recipe)
+            if end > recipe.epochs:
+                raise ParamError(
+                    "end_epoch", f"must be ≤ recipe.epochs={recipe.epochs} (got {end})"
+                )
+            if params.start_epoch >= end:
+                default = " (default: half the recipe)" if params.end_epoch is None else ""
+                raise ParamError(
+                    "start_epoch",
+                    f"must be before end_epoch={end}{default} (got {params.start_epoch})",
+                )
+        if params.finetune == "lr_rewind" and finetune_epochs(params) > recipe.epochs:
+            raise ParamError(
+                "finetune_epochs",
+                f"lr_rewind replays the schedule's last epochs, so must be ≤ "
+                f"recipe.epochs={recipe.epochs} (got {finetune_epochs(params)})",
+            )
+
+    def run(self, session: Session, params: MagnitudeParams) -> None:
+        """Prune (one-shot or gradual), fine-tune, record."""
+        prunable_layers(session.model, params.exclude)  # a bad pattern fails before training
+        enforce = MaskEnforcer(session)
+        session.add_step_hook(enforce)
+        extra: dict[str, object]
+        if params.schedule == "oneshot":
+            extra = self._oneshot(session, params, enforce)
+        else:
+            extra = self._gradual(session, params, enforce)
+        epochs = finetune_epochs(params)
+        if epochs > 0:
+            lr = params.finetune_lr if params.finetune == "fixed_lr" else "rewind"
+            session.finetune(epochs, lr=lr)
+        session.record(
+            sparsity=1.0 - (mask_density(session.model) or 0.0),
+            scope=params.scope,
+            schedule=params.schedule,
+            finetune_epochs=epochs,
+            layer_densities=layer_densities(session.model),
+            **extra,
+        )
+
+    def _oneshot(
+        self, session: Session, params: MagnitudeParams, enforce: MaskEnforcer
+    ) -> dict[str, object]:
+        session.train(until="end")
+        before = session.evaluate()["accuracy"]
+        with session.phase("prune", kind="transform"):
+            layers = prunable_layers(session.model, params.exclude)
+            weights = {name: layer.weight for name, layer in layers.items()}
+            attach_masks(layers, magnitude_masks(weights, params.sparsity, params.scope))
+            enforce.refresh()
+        after = session.evaluate()["accuracy"]
+        return {
+            "prune_epoch": session.epoch,
+            "accuracy_before_prune": before,
+            "accuracy_after_prune": after,
+        }
+
+    def _gradual(
+        self, session: Session, params: MagnitudeParams, enforce: MaskEnforcer
+    ) -> dict[str, object]:
+        start = params.start_epoch * session.steps_per_epoch
+        end = end_epoch(params, session.recipe) * session.steps_per_epoch
+        layers = prunable_layers(session.model, params.exclude)
+        weights = {name: layer.weight for name, layer in layers.items()}
+        masks = None
+        # One metered phase: the many short train() calls between updates are one training run.
+        with session.phase("train", kind="train"):
+            for step in zhu_gupta_update_steps(start, end, params.frequency):
+                session.train(until=f"{step}it")
+                target = zhu_gupta_sparsity(
+                    step, params.initial_sparsity, params.sparsity, start, end
+                )
+                masks = magnitude_masks(weights, target, params.scope, masks)
+                attach_masks(layers, masks)
+                enforce.refresh()
+            session.train(until="end")
+        return {
+            "prune_epoch": end / session.steps_per_epoch,
+            "prune_start_epoch": params.start_epoch,
+        }
 
 
 @hookimpl
 def register_methods(register: Register) -> None:
-    """Register the method (none yet)."""
+    """Register magnitude pruning."""
+    register(Magnitude())

@@ -49,6 +49,12 @@ class Early(Method):
         if params.at_epoch > recipe.epochs:
             raise ParamError("at_epoch", f"must be ≤ recipe.epochs (got {params.at_epoch})")
 
+    def check_model(self, params: EarlyParams, model) -> None:
+        """`keep` must leave at least one unit of the narrowest linear layer."""
+        widths = [m.out_features for m in model.modules() if hasattr(m, "out_features")]
+        if widths and params.keep * min(widths) < 1:
+            raise ParamError("keep", f"keeps no unit of a {min(widths)}-wide layer")
+
     def run(self, session, params: EarlyParams) -> None:
         """Two results from one cell."""
         session.train(until=params.at_epoch)

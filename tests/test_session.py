@@ -364,3 +364,21 @@ def test_finetune_before_the_end_is_an_error() -> None:
     s.train(until=1)
     with pytest.raises(ValueError, match="starts at the end of training"):
         s.finetune(1, lr=0.01)
+
+
+def test_an_epoch_trained_in_pieces_records_one_loss_over_all_its_batches() -> None:
+    whole = session(epochs=2)
+    whole.train(until=1)
+    pieces = session(epochs=2)
+    pieces.train(until="1it")
+    pieces.train(until="3it")
+    assert len(pieces.records) == 1 == len(whole.records)
+    assert pieces.records[0].train_loss == pytest.approx(whole.records[0].train_loss, rel=1e-6)
+
+
+def test_step_hooks_see_the_step_just_taken() -> None:
+    s = session(epochs=1)
+    seen: list[int] = []
+    s.add_step_hook(lambda: seen.append(s.step))
+    s.train()
+    assert seen == [1, 2, 3]

@@ -203,6 +203,13 @@ CASES = [
         "models[0].params.depth",
         "with dataset 'synthetic' (input (1, 8, 8))",
     ),
+    (
+        "method_param_that_does_not_fit_the_model",
+        edit("  - dense", "  - name: early\n    params: {keep: [0.5, 0.1]}"),
+        "0.1",
+        "methods[0].params.keep[1]",
+        "with model 'mlp' on 'synthetic': keeps no unit of a 4-wide layer",
+    ),
     ("entry_not_a_mapping", edit("  - dense", "  - 5"), "5", "methods[0]", "valid dictionary"),
     (
         "dataset_param_wrong_type",

@@ -1,0 +1,239 @@
+"""Unstructured magnitude pruning shared by `magnitude` and `lottery`: which weights, which mask.
+
+Masks follow `pcnbench.masks` (a ``weight_mask`` buffer beside each pruned weight). The mask
+functions are pure: they take weights (and the masks so far) and return new masks, which only
+ever remove more weights. `MaskEnforcer` is the step hook that keeps pruned weights at zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
+from fractions import Fraction
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import torch
+from pydantic import BeforeValidator
+from torch import nn
+
+from pcnbench.errors import ParamError
+from pcnbench.masks import masked_parameters, set_mask
+
+if TYPE_CHECKING:
+    from pcnbench.session import Session
+
+__all__ = [
+    "MaskEnforcer",
+    "Patterns",
+    "attach_masks",
+    "ceil_prune_count",
+    "global_magnitude_masks",
+    "imp_masks",
+    "layer_densities",
+    "layer_masks",
+    "layerwise_magnitude_masks",
+    "magnitude_masks",
+    "prunable_layers",
+    "zhu_gupta_sparsity",
+    "zhu_gupta_update_steps",
+]
+
+Scope = Literal["global", "layer"]
+
+
+def _split_patterns(value: Any) -> Any:
+    # A suite expands a list into a grid, so one list of patterns can also be "fc, blocks.0.*".
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return value
+
+
+Patterns = Annotated[tuple[str, ...], BeforeValidator(_split_patterns)]
+"""Layer-name glob patterns: a list, or one comma-separated string."""
+
+
+def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, nn.Module]:
+    """Conv2d and Linear layers by qualified name, minus those matching an `exclude` glob.
+
+    Raises ParamError("exclude", ...) for a pattern that matches no conv or linear layer
+    (most likely a typo) and when nothing is left to prune.
+    """
+    layers = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+    }
+    for pattern in exclude:
+        if not any(fnmatchcase(name, pattern) for name in layers):
+            raise ParamError(
+                "exclude",
+                f"'{pattern}' matches no conv or linear layer (layers: {', '.join(layers)})",
+            )
+    kept = {
+        name: module
+        for name, module in layers.items()
+        if not any(fnmatchcase(name, pattern) for pattern in exclude)
+    }
+    if not kept:
+        raise ParamError("exclude", "excludes every conv and linear layer; nothing to prune")
+    return kept
+
+
+def _current_masks(
+    weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor]:
+    if masks is None:
+        return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+    return {name: masks[name].to(device=w.device).bool() for name, w in weights.items()}
+
+
+def global_magnitude_masks(
+    weights: Mapping[str, torch.Tensor],
+    count: int,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Masks that also remove the `count` smallest-|w| weights still unpruned, ranked globally.
+
+    One threshold across all layers (ties broken by position, so exactly `count` go). Masks
+    come back in each weight's dtype, 1 = kept, 0 = pruned.
+    """
+    kept = _current_masks(weights, masks)
+    flat_abs = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+    flat_kept = torch.cat([m.flatten() for m in kept.values()])
+    candidates = flat_kept.nonzero().squeeze(1)
+    if not 0 <= count <= len(candidates):
+        raise ValueError(f"cannot prune {count} of {len(candidates)} remaining weights")
+    order = torch.argsort(flat_abs[candidates], stable=True)
+    flat_kept[candidates[order[:count]]] = False
+    out: dict[str, torch.Tensor] = {}
+    for (name, w), chunk in zip(
+        weights.items(), flat_kept.split([w.numel() for w in weights.values()]), strict=True
+    ):
+        out[name] = chunk.view_as(w).to(w.dtype)
+    return out
+
+
+def layerwise_magnitude_masks(
+    weights: Mapping[str, torch.Tensor],
+    sparsity: float,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Masks pruning every layer to round(sparsity × its size) weights by smallest |w|.
+
+    The count rounds like `torch.nn.utils.prune.l1_unstructured`; already-pruned weights stay
+    pruned (a layer already sparser than asked keeps its mask).
+    """
+    kept = _current_masks(weights, masks)
+    out: dict[str, torch.Tensor] = {}
+    for name, w in weights.items():
+        more = max(0, round(sparsity * w.numel()) - int((~kept[name]).sum()))
+        out.update(global_magnitude_masks({name: w}, more, {name: kept[name]}))
+    return out
+
+
+def magnitude_masks(
+    weights: Mapping[str, torch.Tensor],
+    sparsity: float,
+    scope: Scope,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Masks removing a `sparsity` fraction of the weights, globally or per layer.
+
+    Global: round(sparsity × all weights) pruned in all, as
+    `torch.nn.utils.prune.global_unstructured(..., L1Unstructured, amount=sparsity)`.
+    Weights pruned by `masks` stay pruned and count towards the target.
+    """
+    if scope == "layer":
+        return layerwise_magnitude_masks(weights, sparsity, masks)
+    kept = _current_masks(weights, masks)
+    total = sum(w.numel() for w in weights.values())
+    pruned = total - sum(int(m.sum()) for m in kept.values())
+    return global_magnitude_masks(weights, max(0, round(sparsity * total) - pruned), kept)
+
+
+def ceil_prune_count(remaining: int, rate: float) -> int:
+    """Weights one IMP level prunes: ceil(rate × remaining) (OpenLTH `sparse_global`)."""
+    # The rate as the decimal it was written as: 0.7 × 10 is 7, not float's 7.000000000000001.
+    return math.ceil(Fraction(str(rate)) * remaining)
+
+
+def imp_masks(
+    weights: Mapping[str, torch.Tensor],
+    rate: float,
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """One IMP level: prune ceil(rate × remaining) of the unpruned weights by one global |w|."""
+    remaining = sum(int(m.count_nonzero()) for m in _current_masks(weights, masks).values())
+    return global_magnitude_masks(weights, ceil_prune_count(remaining, rate), masks)
+
+
+def zhu_gupta_sparsity(
+    step: int, initial: float, final: float, start_step: int, end_step: int
+) -> float:
+    """Zhu & Gupta (2017): s_t = s_f + (s_i − s_f)(1 − (t − t0)/(nΔt))³, t clamped to the window."""
+    if end_step <= start_step:
+        raise ValueError(f"empty pruning window: steps {start_step}..{end_step}")
+    progress = min(max((step - start_step) / (end_step - start_step), 0.0), 1.0)
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+def zhu_gupta_update_steps(start_step: int, end_step: int, frequency: int) -> list[int]:
+    """Steps at which gradual pruning updates the mask: t0, t0 + Δt, … and the window's end."""
+    steps = list(range(start_step, end_step, frequency))
+    return [*steps, end_step]
+
+
+def attach_masks(layers: Mapping[str, nn.Module], masks: Mapping[str, torch.Tensor]) -> None:
+    """Set each layer's weight mask (zeroing the pruned weights)."""
+    for name, mask in masks.items():
+        set_mask(layers[name], "weight", mask)
+
+
+def layer_masks(layers: Mapping[str, nn.Module]) -> dict[str, torch.Tensor] | None:
+    """The weight masks the layers carry, or None when none is masked yet."""
+    masks = {name: getattr(m, "weight_mask", None) for name, m in layers.items()}
+    if all(mask is None for mask in masks.values()):
+        return None
+    return {
+        name: mask if mask is not None else torch.ones_like(layers[name].weight)
+        for name, mask in masks.items()
+    }
+
+
+def layer_densities(model: nn.Module) -> dict[str, float]:
+    """Fraction of weights kept in each masked layer, by qualified layer name."""
+    return {
+        m.module_name: int(m.mask.count_nonzero()) / m.mask.numel()
+        for m in masked_parameters(model)
+    }
+
+
+class MaskEnforcer:
+    """Step hook that zeroes every masked weight of the session's model after each step.
+
+    The (weight, mask) pairs are cached per model object and re-read when the session's model
+    is replaced (restore, assignment); call `refresh()` after attaching new mask buffers.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._model: nn.Module | None = None
+        self._params: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
+
+    def refresh(self) -> None:
+        """Forget the cached pairs (new masks were attached to the current model)."""
+        self._model = None
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        """Re-apply the masks (momentum and weight decay move pruned weights off zero)."""
+        model = self._session.model
+        if model is not self._model:
+            pairs = [(m.param, m.mask) for m in masked_parameters(model)]
+            self._params = [p for p, _ in pairs]
+            self._masks = [mask for _, mask in pairs]
+            self._model = model
+        if self._params:
+            torch._foreach_mul_(self._params, self._masks)
