@@ -14,6 +14,7 @@ from typing import Any
 
 from pcnbench.cells import Cell, expand, select
 from pcnbench.errors import PcnbenchError, SuiteError
+from pcnbench.lock import OutputLock
 from pcnbench.manager import PluginHost
 from pcnbench.metering import MeterSet, reading_columns
 from pcnbench.provenance import environment
@@ -156,7 +157,15 @@ class Runner:
         return cells, todo
 
     def run(self, *, only: str | None = None, force: bool = False) -> RunSummary:
-        """Run every selected cell that is not done yet (all of them with `force`)."""
+        """Run every selected cell that is not done yet (all of them with `force`).
+
+        Holds the output directory's lock for the whole run: a second run on the same
+        directory refuses, naming this one's pid.
+        """
+        with OutputLock(self.output):
+            return self._run(only=only, force=force)
+
+    def _run(self, *, only: str | None, force: bool) -> RunSummary:
         device = pick_device(self.loaded, self.device_override)
         set_determinism(self.loaded.suite.deterministic, device)
         cells, todo = self.plan(only, force)

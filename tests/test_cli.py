@@ -164,3 +164,34 @@ def test_epoch_records_and_phases_are_stored(write_suite, tmp_path):
     assert all(e[1] > 0 and e[2] == pytest.approx(0.1) for e in epochs)
     assert ("train", "train") in {(p[0], p[1]) for p in phases}
     assert env["torch"] and env["pcnbench"] and env["cpu_count"] >= 1
+
+
+def test_second_run_on_the_same_output_refuses_naming_the_first_pid(write_suite, tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pcnbench.lock import OutputLock; "
+            f"lock = OutputLock({str(out)!r}); lock.acquire(); print('held', flush=True); "
+            "time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_cli(str(write_suite(BASE_SUITE)), "--output", str(out)) == 2
+        err = capsys.readouterr().err
+        assert f"another pcnbench run (pid {holder.pid})" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    # a killed holder leaves its lock file behind but not its lock
+    assert (out / ".pcnbench.lock").exists()
+    assert run_cli(str(write_suite(BASE_SUITE)), "--output", str(out)) == 0
