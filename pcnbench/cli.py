@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pcnbench
@@ -131,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store(runner.output / "results.db")
     _summary(store.results_frame(), {c.id for c in cells}, _console(wide=True))
     store.close()
+    if not args.no_report:
+        _report(runner.output, host, out)
     out.print(
         f"{len(summary.done)} trained, {summary.skipped} already done, "
         f"{len(summary.failed)} failed → {runner.output / 'results.db'}"
@@ -142,6 +145,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print(f"failed cells: {', '.join(summary.failed)} (see `pcnbench results`)")
         return EXIT_FAILED_CELLS
     return EXIT_OK
+
+
+def _report(output: Path, host: Any, out: Any) -> bool:
+    """Build the report of `output`; a failing reporter is a warning, results stay stored."""
+    from pcnbench.report import ReportError, build_report
+
+    try:
+        build_report(output, host)
+    except ReportError as exc:
+        out.print(f"report incomplete: {exc}", markup=False)
+        return False
+    out.print(f"report: {output / 'index.html'}", markup=False)
+    return True
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build the report from a results database."""
+    from pcnbench.manager import load_plugins
+
+    output = Path(args.dir)
+    if output.is_file():
+        output = output.parent
+    if not (output / "results.db").is_file():
+        raise PcnbenchError(f"no results database at {output / 'results.db'} (run a suite first)")
+    ok = _report(output, load_plugins(), _console())
+    return EXIT_OK if ok else EXIT_FAILED_CELLS
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -269,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-meter", action="store_true", help="no energy/memory meters, no latency measurement"
     )
+    run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a suite and print its expanded matrix")
@@ -277,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     plug = sub.add_parser("plugins", help="list loaded plugins and what they register")
     plug.set_defaults(func=cmd_plugins)
+
+    rep = sub.add_parser("report", help="build the HTML report, tables and figures of a run")
+    rep.add_argument("dir", help="a suite's output directory (or its results.db)")
+    rep.set_defaults(func=cmd_report)
 
     env = sub.add_parser("env", help="what this machine can meter, and how")
     env.set_defaults(func=cmd_env)

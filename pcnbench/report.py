@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from pcnbench.errors import PcnbenchError
 from pcnbench.store import Store
 
 
@@ -39,13 +40,29 @@ def load_report_data(output_dir: str | Path) -> ReportData:
     return ReportData(output_dir=out, suite=suite, results=results, **frames)
 
 
+class ReportError(PcnbenchError):
+    """One or more reporters failed; the others still wrote their files."""
+
+
 def build_report(output_dir: str | Path, host: Any) -> list[Path]:
-    """Run every registered reporter, in order, on the results in `output_dir`."""
+    """Run every registered reporter, in order, on the results in `output_dir`.
+
+    Returns the files written; the HTML page is `<output_dir>/index.html`. A reporter that
+    raises does not stop the ones after it; a ReportError naming each failure follows.
+    """
     data = load_report_data(output_dir)
     written: list[Path] = []
+    failures: list[str] = []
     reporters = sorted(
-        (host.reporters.get(name) for name in host.reporters.names()), key=lambda r: r.order
+        ((name, host.reporters.get(name)) for name in host.reporters.names()),
+        key=lambda pair: (pair[1].order, pair[0]),
     )
-    for reporter in reporters:
-        written.extend(reporter.render(data, data.output_dir))
+    for name, reporter in reporters:
+        try:
+            written.extend(reporter.render(data, data.output_dir))
+        except Exception as exc:
+            failures.append(f"reporter '{name}': {type(exc).__name__}: {exc}")
+            cause = exc
+    if failures:
+        raise ReportError("; ".join(failures)) from cause
     return written

@@ -27,8 +27,8 @@ def finished_at(out) -> dict[str, str]:
 
 
 def run_cli(*args: str) -> int:
-    """main() with --quiet progress."""
-    return main(["run", *args, "--quiet"])
+    """main() with --quiet progress and no report (the report has tests of its own)."""
+    return main(["run", *args, "--quiet", "--no-report"])
 
 
 def test_run_stores_one_done_row_per_cell_and_prints_summary(write_suite, tmp_path, capsys):
@@ -195,3 +195,15 @@ def test_second_run_on_the_same_output_refuses_naming_the_first_pid(write_suite,
     # a killed holder leaves its lock file behind but not its lock
     assert (out / ".pcnbench.lock").exists()
     assert run_cli(str(write_suite(BASE_SUITE)), "--output", str(out)) == 0
+
+
+def test_run_builds_the_report_and_report_rebuilds_it(write_suite, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(write_suite(BASE_SUITE)), "--output", str(out), "--quiet"]) == 0
+    assert f"report: {out / 'index.html'}" in capsys.readouterr().out
+    html = (out / "index.html").read_text()
+    assert "<svg" in html and "dense" in html
+    (out / "index.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "index.html").is_file()
+    assert main(["report", str(tmp_path / "nothing")]) == 2

@@ -287,7 +287,10 @@ def test_quickstart_style_run_opens_no_network_connection(write_suite, tmp_path)
 
 def test_results_carry_labelled_energy_latency_and_memory(write_suite, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["run", str(write_suite(BASE_SUITE)), "--output", str(out), "--quiet"]) == 0
+    assert (
+        main(["run", str(write_suite(BASE_SUITE)), "--output", str(out), "--quiet", "--no-report"])
+        == 0
+    )
     capsys.readouterr()
     main(["results", str(out), "--format", "json"])
     (row,) = json.loads(capsys.readouterr().out)
@@ -306,7 +309,7 @@ def test_results_carry_labelled_energy_latency_and_memory(write_suite, tmp_path,
 def test_no_meter_leaves_figures_unmeasured_and_says_so(write_suite, tmp_path, capsys):
     out = tmp_path / "out"
     suite = str(write_suite(BASE_SUITE))
-    assert main(["run", suite, "--output", str(out), "--quiet", "--no-meter"]) == 0
+    assert main(["run", suite, "--output", str(out), "--quiet", "--no-meter", "--no-report"]) == 0
     capsys.readouterr()
     main(["results", str(out), "--format", "json"])
     (row,) = json.loads(capsys.readouterr().out)

@@ -1,10 +1,66 @@
-"""Built-in reporters (being written; registers nothing yet)."""
+"""Built-in reporters: comparison tables (CSV, Markdown, LaTeX), figures, and the HTML report.
+
+Each reporter imports its module when it renders, so loading the plugins (every `pcnbench`
+command does) does not pay for matplotlib.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from pcnbench.api import Reporter
 from pcnbench.hookspecs import Register, hookimpl
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pcnbench.report import ReportData
+
+__all__ = ["FiguresReporter", "HtmlReporter", "TablesReporter"]
+
+
+class TablesReporter(Reporter):
+    """comparison.csv, comparison.md and comparison.tex: one table per (dataset, model)."""
+
+    name = "tables"
+    order = 10
+
+    def render(self, data: ReportData, out_dir: Path) -> list[Path]:
+        """Write the three table exports."""
+        from .tables import write_tables
+
+        return write_tables(data, out_dir)
+
+
+class FiguresReporter(Reporter):
+    """figures/*.svg, .pdf and .png, listed with the skipped ones in figures/figures.json."""
+
+    name = "figures"
+    order = 20
+
+    def render(self, data: ReportData, out_dir: Path) -> list[Path]:
+        """Draw every figure the data supports."""
+        from .figures import write_figures
+
+        return write_figures(data, out_dir)
+
+
+class HtmlReporter(Reporter):
+    """index.html: one self-contained page with the tables and the figures' SVG inlined."""
+
+    name = "html"
+    order = 90  # after the tables and figures it links to and inlines
+
+    def render(self, data: ReportData, out_dir: Path) -> list[Path]:
+        """Write index.html."""
+        from .html import write_html
+
+        return write_html(data, out_dir)
 
 
 @hookimpl
 def register_reporters(register: Register) -> None:
-    """Register the built-in reporters (none yet)."""
+    """Register the tables, figures and HTML reporters (they run in that order)."""
+    register(TablesReporter())
+    register(FiguresReporter())
+    register(HtmlReporter())

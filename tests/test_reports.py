@@ -1,0 +1,492 @@
+"""Reports: interval and paired-delta math, Pareto fronts, tables and exports, headline, HTML."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pcnbench.manager import load_plugins
+from pcnbench.report import build_report, load_report_data
+from pcnbench.store import Store
+from pcnbench_plugins.reporters.figures import cumulative_epochs, render_figures
+from pcnbench_plugins.reporters.html import inline_svg, render_html
+from pcnbench_plugins.reporters.points import model_groups
+from pcnbench_plugins.reporters.stats import (
+    best_indices,
+    mean_ci,
+    paired_delta,
+    pareto_front,
+    t_quantile,
+)
+from pcnbench_plugins.reporters.summary import finding, headline
+from pcnbench_plugins.reporters.tables import (
+    comparison_frame,
+    comparison_tables,
+    fmt_estimate,
+    fmt_si,
+    fmt_times,
+    to_latex,
+    to_markdown,
+)
+
+from .reportdata import TRACEBACK, reporters_host, write_synthetic_results
+
+T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 10: 2.2281, 30: 2.0423}
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic suite's results with the full report built by the registered reporters."""
+    out = write_synthetic_results(tmp_path_factory.mktemp("synth"))
+    build_report(out, reporters_host())
+    return out
+
+
+@pytest.fixture(scope="module")
+def tables(report_dir: Path) -> list:
+    return comparison_tables(model_groups(load_report_data(report_dir).results))
+
+
+def _row(table, method: str, setting: str = "") -> dict:
+    return next(r for r in table.rows if r["method"] == method and r["setting"] == setting)
+
+
+# Statistics -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("df", "expected"), sorted(T975.items()))
+def test_t_quantile_matches_student_t_table(df: int, expected: float) -> None:
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_t_quantile_is_symmetric_and_approaches_normal() -> None:
+    assert t_quantile(0.025, 4) == pytest.approx(-2.7764, abs=1e-4)
+    assert t_quantile(0.975, 10_000) == pytest.approx(1.9602, abs=1e-3)
+
+
+def test_mean_ci_is_mean_plus_minus_t_s_over_root_n() -> None:
+    est = mean_ci([0.90, 0.92, 0.94])
+    assert est.mean == pytest.approx(0.92)
+    assert est.n == 3
+    assert est.std == pytest.approx(0.02)
+    assert est.half_width == pytest.approx(4.3027 * 0.02 / math.sqrt(3), rel=1e-4)
+
+
+def test_mean_ci_single_seed_has_no_interval_and_nan_is_ignored() -> None:
+    one = mean_ci([0.9, math.nan, None])
+    assert one.mean == 0.9
+    assert one.n == 1
+    assert one.half_width is None
+    assert mean_ci([]) is None
+    assert fmt_estimate(one) == "90.00"
+
+
+def test_paired_delta_uses_only_the_seeds_both_have() -> None:
+    method = {0: 0.90, 1: 0.80, 2: 0.85}
+    dense = {0: 0.91, 1: 0.82, 3: 0.50}  # seed 3 alone would drag an unpaired mean down
+    delta = paired_delta(method, dense)
+    assert delta.n == 2
+    assert delta.mean == pytest.approx(-0.015)
+    std = math.sqrt(((-0.01 + 0.015) ** 2 + (-0.02 + 0.015) ** 2) / 1)
+    assert delta.half_width == pytest.approx(12.7062 * std / math.sqrt(2), rel=1e-4)
+    assert paired_delta({0: 0.9}, {1: 0.9}) is None
+
+
+def test_pareto_front_keeps_only_non_dominated_points() -> None:
+    costs = [10, 20, 30, 40, 20, 5, math.nan]
+    accs = [0.50, 0.70, 0.60, 0.90, 0.70, 0.40, 0.99]
+    # 30/0.60 is beaten by 20/0.70; the two 20/0.70 twins both stay; NaN never counts.
+    assert pareto_front(costs, accs) == [5, 0, 1, 4, 3]
+
+
+def test_best_indices_marks_ties_and_skips_lone_values() -> None:
+    assert best_indices([3.0, 1.0, 1.0, None], higher_is_better=False) == {1, 2}
+    assert best_indices([3.0, 1.0, math.nan], higher_is_better=True) == {0}
+    assert best_indices([3.0, None], higher_is_better=True) == set()
+
+
+def test_number_formats() -> None:
+    assert fmt_si(40_800_000) == "40.8M"
+    assert fmt_si(8_832) == "8.83k"
+    assert fmt_si(math.nan) == "—"
+    assert fmt_times(7.897) == "7.9×"
+    assert fmt_times(1.049) == "1.05×"
+    assert fmt_estimate(mean_ci([-0.002, -0.001, -0.003]), signed=True) == "−0.20 ± 0.25"
+
+
+# Tables ---------------------------------------------------------------------------------------
+
+
+def test_tables_group_by_model_with_dense_first_and_one_row_per_operating_point(
+    tables: list,
+) -> None:
+    assert [t.title for t in tables] == ["cifar10 · resnet(depth=20)", "cifar10 · resnet(depth=56)"]
+    first = tables[0]
+    labels = [(r["method"], r["setting"]) for r in first.rows]
+    assert labels == [
+        ("dense", ""),
+        ("pcn", "keep=f0.25"),
+        ("pcn", "keep=f0.5"),
+        ("magnitude", "sparsity=0.9"),
+        ("lottery", "level=1"),
+        ("lottery", "level=2"),
+        ("lottery", "level=3"),
+    ]
+    assert all(r["n"] == 3 for r in first.rows)
+
+
+def test_table_numbers_are_paired_deltas_and_ratios_against_dense(tables: list) -> None:
+    first = tables[0]
+    pcn = _row(first, "pcn", "keep=f0.25")
+    assert pcn["compression"] == pytest.approx(272_474 / 34_500)
+    assert pcn["speedup"] == pytest.approx(40_800_000 / 5_100_000)
+    assert pcn["accuracy"].mean == pytest.approx(0.915)
+    assert pcn["delta"].mean == pytest.approx(-0.002)
+    assert pcn["delta"].half_width == pytest.approx(4.3027 * 0.001 / math.sqrt(3), rel=1e-4)
+    level3 = _row(first, "lottery", "level=3")
+    assert level3["delta"].mean == pytest.approx(-0.003)
+    assert level3["epochs"] == pytest.approx(20 + 3 * 18)
+    assert _row(first, "dense")["delta"] is None
+
+
+def test_best_value_per_column_is_marked(tables: list) -> None:
+    first = tables[0]
+    index = {(r["method"], r["setting"]): i for i, r in enumerate(first.rows)}
+    magnitude = index[("magnitude", "sparsity=0.9")]
+    assert first.best["params"] == {magnitude}
+    assert first.best["compression"] == {magnitude}
+    assert first.best["accuracy"] == {index[("pcn", "keep=f0.5")]}
+    assert first.best["delta"] == {index[("pcn", "keep=f0.5")]}
+    assert index[("dense", "")] not in first.best["delta"]
+    # Latency is not measured for the lottery rows: they can never be best.
+    assert first.best["latency_ms"] == {magnitude}
+
+
+def test_energy_labels_say_how_it_was_obtained(tables: list) -> None:
+    first = tables[0]
+    assert _row(first, "dense")["energy_label"] == "gpu: nvml"
+    assert _row(first, "magnitude", "sparsity=0.9")["energy_label"] == "estimated"
+    assert not first.energy_shared
+    assert tables[1].energy_shared
+    assert "Training energy: gpu: nvml." in tables[1].notes
+
+
+def test_masked_models_are_flagged_in_the_notes(tables: list) -> None:
+    assert any(n.startswith("Masked models (magnitude, lottery):") for n in tables[0].notes)
+    assert not any(n.startswith("Masked models") for n in tables[1].notes)
+
+
+def test_csv_export_holds_the_numbers(report_dir: Path, tables: list) -> None:
+    csv = pd.read_csv(report_dir / "comparison.csv")
+    assert len(csv) == 7 + 2
+    row = csv[(csv["method"] == "pcn") & (csv["setting"] == "keep=f0.25")].iloc[0]
+    assert row["model"] == "resnet(depth=20)"
+    assert row["accuracy_pct"] == pytest.approx(91.5)
+    assert row["delta_acc_pp"] == pytest.approx(-0.2)
+    assert row["delta_ci95_pp"] == pytest.approx(0.2484, abs=1e-3)
+    assert row["delta_n_pairs"] == 3
+    assert row["params"] == 34_500
+    assert row["energy_label"] == "gpu: nvml"
+    assert comparison_frame(tables).shape[0] == len(csv)
+
+
+def test_markdown_export_has_a_table_per_model_with_best_in_bold(tables: list) -> None:
+    md = to_markdown(tables)
+    assert "## cifar10 · resnet(depth=20)" in md
+    assert "## cifar10 · resnet(depth=56)" in md
+    assert "| pcn | keep=f0.25 | 3 | 34,500 | 7.9× | 5.10M | 8.0× | 91.50 ± 0.25 |" in md
+    assert "−0.20 ± 0.25" in md
+    assert "**27,247**" in md
+    assert "**91.80 ± 0.75**" in md
+    assert md.count("|:--|:--|--:|") == 2
+
+
+def test_latex_export_is_booktabs_with_escapes_and_marks(tables: list) -> None:
+    tex = to_latex(tables)
+    assert tex.count(r"\begin{tabular}") == 2
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert rule in tex
+    assert r"\textbf{27,247}" in tex
+    assert r"$-$0.20 $\pm$ 0.25" in tex
+    assert r"7.9$\times$" in tex
+    assert r"Acc.\ (\%)" in tex
+    assert "cifar10 $\\cdot$ resnet(depth=20)" in tex
+    assert "±" not in tex and "×" not in tex and "−" not in tex  # all in LaTeX commands
+    line = next(ln for ln in tex.splitlines() if ln.startswith("pcn & keep=f0.25"))
+    assert line.endswith(r"\\")
+    assert line.count("&") == 12  # every column present: energy and latency were measured
+
+
+def test_latex_leaves_out_columns_nobody_measured(tmp_path: Path) -> None:
+    frame = _frame([("dense", "{}", 0, 0.9, 100), ("dense", "{}", 1, 0.92, 100)])
+    tex = to_latex(comparison_tables(model_groups(frame)))
+    assert "Not measured: train energy, latency." in tex
+    assert "Energy (J)" not in tex
+
+
+# Headline -------------------------------------------------------------------------------------
+
+
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    """Results rows (method, method_params, seed, accuracy, params) of one model."""
+    out = []
+    for i, (method, params, seed, acc, count) in enumerate(rows):
+        shown = json.loads(params)
+        inner = ",".join(f"{k}={v}" for k, v in shown.items())
+        out.append(
+            {
+                "cell_id": f"c{method}{params}{seed}",
+                "label": f"digits · mlp · {method}{f'({inner})' if inner else ''} · seed {seed}",
+                "dataset": "digits",
+                "dataset_params": "{}",
+                "model": "mlp",
+                "model_params": "{}",
+                "method": method,
+                "method_params": params,
+                "seed": seed,
+                "status": "done",
+                "error": None,
+                "result": 0,
+                "params": count,
+                "dense_params": 100,
+                "macs": count,
+                "dense_macs": 100,
+                "accuracy": acc,
+                "train_time_s": 1.0 + i,
+                "epochs_trained": 10.0,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def test_headline_names_the_most_compressed_setting_that_matches_dense() -> None:
+    frame = _frame(
+        [
+            ("dense", "{}", 0, 0.900, 100),
+            ("dense", "{}", 1, 0.910, 100),
+            ("pcn", '{"keep": "f0.5"}', 0, 0.901, 50),
+            ("pcn", '{"keep": "f0.5"}', 1, 0.909, 50),
+            ("pcn", '{"keep": "f0.1"}', 0, 0.898, 10),
+            ("pcn", '{"keep": "f0.1"}', 1, 0.906, 10),
+            ("pcn", '{"keep": "f0.05"}', 0, 0.850, 5),  # smaller still, but 5 pp worse
+            ("pcn", '{"keep": "f0.05"}', 1, 0.860, 5),
+        ]
+    )
+    text = headline(model_groups(frame))
+    assert text == (
+        "pcn keep=f0.1 comes within 0.5 pp of dense accuracy on average (Δ −0.30 ± 1.27 pp, "
+        "2 seeds) with 10.0× fewer parameters, but with 2 seeds the interval cannot rule out "
+        "a larger loss."
+    )
+
+
+def test_headline_picks_the_most_compressed_match_and_qualifies_a_wide_interval() -> None:
+    rows = [("dense", "{}", s, 0.900 + 0.01 * s, 100) for s in range(3)]
+    # f0.5: tight pairs (Δ −0.07 ± 0.14 pp); f0.1: 5× smaller, same mean Δ, pairs ±1 pp apart.
+    rows += [
+        ("pcn", '{"keep": "f0.5"}', s, 0.899 + 0.01 * s + 0.001 * (s == 1), 50) for s in range(3)
+    ]
+    rows += [
+        ("pcn", '{"keep": "f0.1"}', s, 0.899 + 0.01 * s + 0.01 * (s - 1), 10) for s in range(3)
+    ]
+    groups = model_groups(_frame(rows))
+    assert headline(groups).startswith(
+        "pcn keep=f0.1 comes within 0.5 pp of dense accuracy on average (Δ −0.10 ± 2.48 pp"
+    )
+    rows = [r for r in rows if "f0.1" not in r[1]]
+    assert headline(model_groups(_frame(rows))) == (
+        "pcn keep=f0.5 matches dense accuracy (Δ −0.07 ± 0.14 pp, 3 seeds) "
+        "with 2.0× fewer parameters."
+    )
+
+
+def test_headline_says_beats_only_when_the_whole_interval_is_above_dense() -> None:
+    rows = [("dense", "{}", s, 0.90 + 0.001 * s, 100) for s in range(3)]
+    rows += [
+        ("pcn", '{"keep": "f0.5"}', s, 0.92 + 0.001 * s + 0.001 * (s == 1), 50) for s in range(3)
+    ]
+    assert headline(model_groups(_frame(rows))).startswith(
+        "pcn keep=f0.5 beats dense accuracy (Δ +2.03 ± 0.14 pp, 3 seeds)"
+    )
+
+
+def test_headline_says_so_when_no_setting_matches_dense() -> None:
+    frame = _frame(
+        [
+            ("dense", "{}", 0, 0.90, 100),
+            ("magnitude", '{"sparsity": 0.9}', 0, 0.85, 10),
+            ("magnitude", '{"sparsity": 0.5}', 0, 0.88, 50),
+        ]
+    )
+    text = headline(model_groups(frame))
+    assert text == (
+        "No reduced model matches dense accuracy within 0.5 pp; the closest is magnitude "
+        "sparsity=0.5 (Δ −2.00 pp, 1 seed, no interval) with 2.0× fewer parameters."
+    )
+    assert not finding(model_groups(frame)[0]).matches
+
+
+def test_headline_on_the_synthetic_suite(report_dir: Path) -> None:
+    groups = model_groups(load_report_data(report_dir).results)
+    assert headline(groups) == (
+        "On cifar10 · resnet(depth=20), pcn keep=f0.25 matches dense accuracy "
+        "(Δ −0.20 ± 0.25 pp, 3 seeds) with 7.9× fewer parameters."
+    )
+
+
+def test_headline_with_only_dense_results_and_with_none() -> None:
+    assert (
+        headline([], cells_total=4, cells_done=0) == "No results yet: 0 of 4 cells have finished."
+    )
+    text = headline(model_groups(_frame([("dense", "{}", 0, 0.9, 100)])))
+    assert text.startswith("Only dense baselines have results so far")
+
+
+# HTML -----------------------------------------------------------------------------------------
+
+
+def test_html_report_is_self_contained(report_dir: Path) -> None:
+    html = (report_dir / "index.html").read_text(encoding="utf-8")
+    assert "<script" not in html.lower()
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
+    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", html, re.I)
+    assert "@import" not in html and "<link" not in html.lower()
+    assert html.count("<svg") == len(
+        [e for e in json.loads((report_dir / "figures" / "figures.json").read_text()) if e["stem"]]
+    )
+    # Inlined figures must not collide on element ids.
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids))
+
+
+def test_html_report_has_every_section_and_the_headline(report_dir: Path) -> None:
+    html = (report_dir / "index.html").read_text(encoding="utf-8")
+    for section in ("summary", "tables", "figures", "failed", "provenance"):
+        assert f'<section id="{section}">' in html
+    assert "pcn keep=f0.25 matches dense accuracy" in html
+    assert "0123456789abcdef0123456789abcdef01234567" in html  # git commit
+    assert "NVIDIA H100 80GB HBM3" in html
+    assert "description: Synthetic results for the report tests." in html  # suite as run
+    for name in ("comparison.csv", "comparison.md", "comparison.tex"):
+        assert f'href="{name}"' in html
+    assert 'class="r best"' in html
+
+
+def test_partial_results_show_failed_and_unfinished_cells(report_dir: Path) -> None:
+    html = (report_dir / "index.html").read_text(encoding="utf-8")
+    failed = html[html.index('<section id="failed">') : html.index('<section id="provenance">')]
+    assert "RuntimeError: rank 0 leaves nothing to train" in failed
+    assert "lowrank · seed 0" in failed and "lowrank · seed 1" in failed
+    assert ">running<" in failed and ">failed<" in failed
+    assert TRACEBACK.splitlines()[1].strip().replace('"', "&#34;") in failed
+
+
+def test_figures_cover_every_kind_and_write_svg_pdf_png(report_dir: Path) -> None:
+    entries = json.loads((report_dir / "figures" / "figures.json").read_text())
+    drawn = {(e["kind"], e["title"]) for e in entries if e["stem"]}
+    kinds = {k for k, _ in drawn}
+    assert kinds == {"pareto", "curves", "spectra", "imp"}
+    for entry in entries:
+        if entry["stem"]:
+            for ext in ("svg", "pdf", "png"):
+                assert (report_dir / "figures" / f"{entry['stem']}.{ext}").stat().st_size > 1000
+    skipped = {e["title"]: e["skipped"] for e in entries if not e["stem"]}
+    assert skipped["cifar10 · resnet(depth=56): IMP accuracy against density"] == (
+        "no lottery results"
+    )
+
+
+def test_report_with_nothing_finished_renders_and_skips_figures(tmp_path: Path) -> None:
+    store = Store(tmp_path / "results.db")
+    run = store.begin_run("empty", "suite.yaml", "0" * 64, "name: empty\n", ["pcnbench"], {})
+    cell = type("Cell", (), {})()
+    cell.id, cell.suite, cell.seed = "abc", "empty", 0
+    cell.label = "digits · mlp · dense · seed 0"
+    cell.config = {
+        "dataset": {"name": "digits", "params": {}},
+        "model": {"name": "mlp", "params": {}},
+        "method": {"name": "dense", "params": {}},
+    }
+    store.start_cell(cell, run, "cpu")
+    store.close()
+    data = load_report_data(tmp_path)
+    entries = render_figures(data, tmp_path / "figures")
+    assert all(e.skipped == "no finished results yet" for e in entries)
+    html = render_html(data, tmp_path)
+    assert "No results yet: 0 of 1 cells have finished." in html
+    assert "digits · mlp · dense · seed 0" in html
+
+
+def test_reporters_are_registered_plugins_in_order() -> None:
+    host = load_plugins()
+    names = host.reporters.names()
+    assert {"tables", "figures", "html"} <= set(names)
+    order = sorted(names, key=lambda n: host.reporters.get(n).order)
+    assert order.index("html") > order.index("figures") > order.index("tables")
+
+
+def test_cumulative_epochs_continue_after_a_rewind() -> None:
+    assert cumulative_epochs([1, 2, 3, 4]) == [1, 2, 3, 4]
+    # Rewound to epoch 1 after epoch 4: the next epoch (2) is the 5th trained.
+    assert cumulative_epochs([1, 2, 3, 4, 2, 3, 4]) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_inline_svg_drops_the_prolog_and_prefixes_ids() -> None:
+    svg = (
+        '<?xml version="1.0"?>\n<!DOCTYPE svg>\n<svg xmlns="http://www.w3.org/2000/svg">'
+        '<defs><path id="m1"/><clipPath id="p2"/></defs>'
+        '<use xlink:href="#m1"/><g clip-path="url(#p2)"/></svg>'
+    )
+    out = inline_svg(svg, "f3")
+    assert out.startswith("<svg")
+    assert 'id="f3-m1"' in out and 'xlink:href="#f3-m1"' in out and "url(#f3-p2)" in out
+
+
+def test_a_failing_reporter_does_not_stop_the_others(tmp_path: Path) -> None:
+    from pcnbench.api import Reporter
+    from pcnbench.report import ReportError
+
+    class Broken(Reporter):
+        name, order = "broken", 5
+
+        def render(self, data, out_dir):
+            raise RuntimeError("no ink")
+
+    real = reporters_host().reporters
+    every = {name: real.get(name) for name in real.names()} | {"broken": Broken()}
+    host = type("Host", (), {})()
+    host.reporters = type(
+        "Registry", (), {"names": lambda self: sorted(every), "get": lambda self, n: every[n]}
+    )()
+    out = write_synthetic_results(tmp_path)
+    with pytest.raises(ReportError, match="reporter 'broken': RuntimeError: no ink"):
+        build_report(out, host)
+    assert (out / "index.html").is_file()
+    assert (out / "comparison.tex").is_file()
+
+
+def test_parameters_shared_by_every_setting_move_to_a_note(tables: list) -> None:
+    frame = _frame(
+        [
+            ("dense", "{}", 0, 0.90, 100),
+            ("pcn", '{"keep": "f0.5", "at_epoch": 3}', 0, 0.90, 50),
+            ("pcn", '{"keep": "f0.1", "at_epoch": 3}', 0, 0.89, 10),
+        ]
+    )
+    (table,) = comparison_tables(model_groups(frame))
+    assert [r["setting"] for r in table.rows] == ["", "keep=f0.5", "keep=f0.1"]
+    assert "All pcn rows use at_epoch=3." in table.notes
+    # One setting with several results (lottery levels): the rows differ by level only.
+    lottery = [r["setting"] for r in tables[0].rows if r["method"] == "lottery"]
+    assert lottery == ["level=1", "level=2", "level=3"]
+    assert "All lottery rows use levels=3, rewind=2ep." in tables[0].notes
+    # A method with a single point keeps its parameters in the row.
+    lone = _frame([("dense", "{}", 0, 0.90, 100), ("lowrank", '{"rank": "e0.9"}', 0, 0.9, 60)])
+    (table,) = comparison_tables(model_groups(lone))
+    assert table.rows[1]["setting"] == "rank=e0.9"
+    assert not any("rows use" in n for n in table.notes)
