@@ -9,7 +9,7 @@ from typing import Any
 
 from pcnbench.api import Meter, Reading
 
-__all__ = ["MeterSet", "energy_columns", "reading_columns", "subtract"]
+__all__ = ["MeterSet", "energy_columns", "reading_columns", "scale_estimates", "subtract"]
 
 SHORT_WINDOW_S = 1.0
 
@@ -75,19 +75,38 @@ def _additive(key: str) -> bool:
 
 
 def subtract(outer: list[Reading], inner: list[Reading]) -> list[Reading]:
-    """`outer` minus the energy of a window nested in it (peaks and labels stay the outer's)."""
+    """`outer` minus the energy of a window nested in it (peaks and labels stay the outer's).
+
+    Estimates are left alone here: see `scale_estimates`.
+    """
     taken: dict[tuple[str, str, bool], Reading] = {
         (r.component, r.method, r.estimate): r for r in inner
     }
     out = []
     for r in outer:
         sub = taken.get((r.component, r.method, r.estimate))
-        if sub is None:
+        if sub is None or r.estimate:
             out.append(r)
             continue
         joules = r.joules - sub.joules if not math.isnan(r.joules) else r.joules
         extra = {k: (v - sub.extra.get(k, 0.0) if _additive(k) else v) for k, v in r.extra.items()}
         out.append(Reading(r.component, joules, r.method, r.estimate, r.note, extra))
+    return out
+
+
+def scale_estimates(readings: list[Reading], fraction: float) -> list[Reading]:
+    """Estimates (power × time models) scaled to the `fraction` of the window kept.
+
+    A modelled figure of a short nested window is not exactly its share of the outer one, so
+    subtracting would leave noise (even negative joules); scaling by time is what the model says.
+    """
+    fraction = min(max(fraction, 0.0), 1.0)
+    out = []
+    for r in readings:
+        if r.estimate and not math.isnan(r.joules):
+            extra = {k: (v * fraction if _additive(k) else v) for k, v in r.extra.items()}
+            r = Reading(r.component, r.joules * fraction, r.method, r.estimate, r.note, extra)
+        out.append(r)
     return out
 
 

@@ -22,7 +22,13 @@ from pcnbench.counting import count_macs, count_params
 from pcnbench.data import make_source
 from pcnbench.inference import measure_inference
 from pcnbench.masks import mask_density
-from pcnbench.metering import MeterSet, energy_columns, reading_columns, subtract
+from pcnbench.metering import (
+    MeterSet,
+    energy_columns,
+    reading_columns,
+    scale_estimates,
+    subtract,
+)
 from pcnbench.recipe import Recipe
 from pcnbench.schedule import lr_at
 
@@ -265,10 +271,13 @@ class Session:
                 self._carved = (self._carved[0] + wall_s, self._carved[1] + cpu_s)
                 self._carved_readings.append(readings)
             else:
+                whole = wall_s
                 wall_s -= self._carved[0] - carved_wall
                 cpu_s -= self._carved[1] - carved_cpu
                 for inner in self._carved_readings[carved_readings:]:
                     readings = subtract(readings, inner)
+                if self._carved_readings[carved_readings:]:
+                    readings = scale_estimates(readings, wall_s / whole if whole > 0 else 1.0)
                 del self._carved_readings[carved_readings:]
             self.phases.append(
                 PhaseRecord(

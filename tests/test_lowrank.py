@@ -379,7 +379,7 @@ def test_method_run_records_a_smaller_model(at_epoch, finetune: int, epochs_trai
     assert row["epochs_trained"] == epochs_trained
     assert row["step"] == epochs_trained * session.steps_per_epoch
     # conv2 (16 × 72) at rank 4; by default the input conv and the classifier stay as they are.
-    assert [(r["name"], r["rank"]) for r in row["lowrank_layers"]] == [("2", 4)]
+    assert [(r["name"], r["rank"]) for r in row["lowrank_layers"]] == [("conv2", 4)]
     assert row["lowrank_skipped"] == {}
     saved = sum(r["params_before"] - r["params_after"] for r in row["lowrank_layers"])
     assert row["params"] == row["dense_params"] - saved
@@ -387,16 +387,16 @@ def test_method_run_records_a_smaller_model(at_epoch, finetune: int, epochs_trai
     (transform,) = [p for p in session.phases if p.name == "lowrank_factorize"]
     assert transform.kind == "transform"
     assert transform.start_step == (3 if at_epoch == "end" else at_epoch) * session.steps_per_epoch
-    assert isinstance(session.model[2], nn.Sequential)
+    assert isinstance(session.model.conv2, nn.Sequential)
 
 
 def test_spatial_method_run_trains_the_factorized_layers() -> None:
     session = small_session(epochs=2)
-    LowRank().run(session, LowRankParams(at_epoch=1, rank=2, scheme="spatial", layers="2"))
+    LowRank().run(session, LowRankParams(at_epoch=1, rank=2, scheme="spatial", layers="conv2"))
     (row,) = session.results
-    vertical, horizontal = session.model[2]
+    vertical, horizontal = session.model.conv2
     assert (vertical.kernel_size, horizontal.kernel_size) == ((3, 1), (1, 3))
-    assert [r["name"] for r in row["lowrank_layers"]] == ["2"]
+    assert [r["name"] for r in row["lowrank_layers"]] == ["conv2"]
     # 2·8·3 + 16·2·3 weights + 16 bias, instead of 16·8·9 + 16.
     assert row["dense_params"] - row["params"] == (1152 + 16) - (48 + 96 + 16)
     assert math.isfinite(row["test_loss"])

@@ -17,7 +17,7 @@ import torch
 
 from pcnbench.api import Meter, MeterProbe, Reading
 from pcnbench.cli import main
-from pcnbench.metering import MeterSet, energy_columns, subtract
+from pcnbench.metering import MeterSet, energy_columns, scale_estimates, subtract
 from pcnbench_plugins.meters import CodecarbonMeter, MemoryMeter, NvmlMeter, RaplMeter
 from tests.conftest import BASE_SUITE
 
@@ -241,11 +241,13 @@ def test_measured_and_estimated_energy_never_mix():
     assert math.isnan(nothing["train_energy_j"]) and math.isnan(nothing["train_energy_j_est"])
 
 
-def test_nested_window_energy_is_subtracted_from_the_outer():
+def test_nested_measured_energy_is_subtracted_and_estimates_scale_with_time():
     outer = [Reading("gpu", 10.0, "nvml_counter"), Reading("m", 4.0, "e", True, "", {"co2_kg": 2})]
     inner = [Reading("gpu", 3.0, "nvml_counter"), Reading("m", 1.0, "e", True, "", {"co2_kg": 1})]
     left = subtract(outer, inner)
-    assert [(r.joules, r.extra) for r in left] == [(7.0, {}), (3.0, {"co2_kg": 1})]
+    assert [(r.joules, r.extra) for r in left] == [(7.0, {}), (4.0, {"co2_kg": 2})]
+    scaled = scale_estimates(left, 0.25)
+    assert [(r.joules, r.extra) for r in scaled] == [(7.0, {}), (1.0, {"co2_kg": 0.5})]
 
 
 def test_session_charges_evaluation_energy_to_eval_phases(host, write_suite):

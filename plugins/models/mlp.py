@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 from pydantic import Field
 from torch import nn
@@ -21,20 +22,22 @@ class MLPParams(Params):
 
 
 class MLP(ModelPlugin):
-    """Flatten, then `depth` × (Linear + ReLU), then a Linear head."""
+    """Flatten, then `depth` × (Linear + ReLU) named fc1, fc2, ..., then a Linear head `fc`."""
 
     name = "mlp"
     Params = MLPParams
 
     def build(self, params: MLPParams, info: DataInfo) -> nn.Module:
         """Return a fresh MLP over the flattened input."""
-        layers: list[nn.Module] = [nn.Flatten()]
+        # named layers (fc1, fc2, ..., fc for the head) so suites can select them by pattern
+        layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
         features = math.prod(info.input_shape)
-        for _ in range(params.depth):
-            layers += [nn.Linear(features, params.width), nn.ReLU()]
+        for i in range(1, params.depth + 1):
+            layers[f"fc{i}"] = nn.Linear(features, params.width)
+            layers[f"relu{i}"] = nn.ReLU()
             features = params.width
-        layers.append(nn.Linear(features, info.num_classes))
-        return nn.Sequential(*layers)
+        layers["fc"] = nn.Linear(features, info.num_classes)
+        return nn.Sequential(OrderedDict(layers))
 
 
 class CNNParams(Params):
@@ -58,11 +61,13 @@ class CNN(ModelPlugin):
             )
         w = params.width
         return nn.Sequential(
-            nn.Conv2d(channels, w, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(2 * w * (height // 2) * (width // 2), info.num_classes),
+            OrderedDict(
+                conv1=nn.Conv2d(channels, w, 3, padding=1),
+                relu1=nn.ReLU(),
+                conv2=nn.Conv2d(w, 2 * w, 3, padding=1),
+                relu2=nn.ReLU(),
+                pool=nn.MaxPool2d(2),
+                flatten=nn.Flatten(),
+                fc=nn.Linear(2 * w * (height // 2) * (width // 2), info.num_classes),
+            )
         )

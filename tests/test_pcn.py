@@ -1,0 +1,525 @@
+"""PCN: exactness at full rank, keep rules, shared bases, buffers, counting and the method."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import pytest
+import torch
+import torchvision
+from pydantic import ValidationError
+from torch import nn
+
+from pcnbench.api import DataInfo
+from pcnbench.counting import count_macs, count_params, counted_tensors
+from pcnbench.errors import ParamError, SuiteError
+from pcnbench.recipe import Recipe
+from pcnbench.session import Session
+from pcnbench.suite import load_suite
+from pcnbench_plugins.datasets.synthetic import Synthetic
+from pcnbench_plugins.models.cifar_resnet import ResNet
+from pcnbench_plugins.models.cifar_vgg import VGG
+from pcnbench_plugins.models.mlp import CNN
+from pcnbench_plugins.pcn import (
+    PCN,
+    PCABasis,
+    PCAConv2d,
+    PCALinear,
+    PCNParams,
+    choose_k,
+    explained_fraction,
+    parse_keep,
+    pca,
+    pcn_transform,
+)
+from tests.conftest import BASE_SUITE
+
+CIFAR = DataInfo((3, 32, 32), 10)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def with_bn_statistics(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Random affine parameters and running statistics, so BatchNorm is far from identity."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.weight.data = 0.5 + torch.rand(n, generator=g)
+            m.bias.data = 0.2 * torch.randn(n, generator=g)
+            m.running_mean = 0.3 * torch.randn(n, generator=g)
+            m.running_var = 0.5 + torch.rand(n, generator=g)
+    return model
+
+
+def mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 5)
+    )
+
+
+def resnet20_width2() -> nn.Module:
+    torch.manual_seed(0)
+    return ResNet().build(ResNet.Params(depth=20, width=2), CIFAR)
+
+
+def vgg11() -> nn.Module:
+    torch.manual_seed(0)
+    return VGG().build(VGG.Params(depth=11), CIFAR)
+
+
+def resnet18() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10)
+
+
+def odd_convnet() -> nn.Module:
+    """Reflect padding, 'same' padding, stride 2 and a bias-free conv: each border case."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 12, 3, padding=1, padding_mode="reflect", stride=2),
+        nn.ReLU(),
+        nn.Conv2d(12, 12, 4, padding="same", bias=False),
+        nn.Tanh(),
+        nn.Conv2d(12, 6, 3, padding=2, stride=2),
+        nn.Flatten(),
+        nn.Linear(6 * 5 * 5, 4),
+    )
+
+
+EXACT_CASES = {
+    "mlp": (mlp, (3, 4, 4)),
+    "resnet20_width2": (resnet20_width2, (3, 32, 32)),
+    "vgg11": (vgg11, (3, 32, 32)),
+    "torchvision_resnet18": (resnet18, (3, 64, 64)),
+    "odd_convnet": (odd_convnet, (3, 16, 16)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's note
+@pytest.mark.parametrize("case", list(EXACT_CASES))
+def test_full_rank_pcn_computes_the_same_function(case: str) -> None:
+    build, shape = EXACT_CASES[case]
+    model = with_bn_statistics(build()).double().eval()
+    x = torch.randn(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    new, report = pcn_transform(model, [x[:2], x[2:]], keep="f1.0")
+    new.eval()
+    with torch.no_grad():
+        expected, got = model(x), new(x)
+    assert relative_error(got, expected) < 1e-5
+    convs_and_linears = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    # Every conv/linear but the first is rewritten, each keeping all d components.
+    assert len(report.layers) == len(convs_and_linears) - 1
+    assert all(layer.k == layer.d for layer in report.layers.values())
+    assert all(layer.explained == pytest.approx(1.0) for layer in report.layers.values())
+    assert sum(isinstance(m, (PCAConv2d, PCALinear)) for m in new.modules()) == len(report.layers)
+
+
+def test_transform_leaves_the_original_model_unchanged() -> None:
+    model = mlp().double()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(16, 3, 4, 4, dtype=torch.float64)
+    new, _ = pcn_transform(model, [x], keep="d4")
+    assert model.training and new.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(isinstance(m, PCALinear) for m in model.modules())
+    assert not model._forward_pre_hooks and not model[3]._forward_pre_hooks
+
+
+def low_rank_inputs(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    """Inputs with a decaying spectrum, so every extra component matters less."""
+    g = torch.Generator().manual_seed(seed)
+    scales = 0.7 ** torch.arange(d, dtype=torch.float64)
+    rotation = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0]
+    return (torch.randn(n, d, generator=g, dtype=torch.float64) * scales) @ rotation + 0.5
+
+
+def test_output_error_shrinks_monotonically_as_k_grows() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 6)
+    ).double()
+    x = low_rank_inputs(256, 32)
+    with torch.no_grad():
+        expected = model(x)
+        errors = []
+        for k in (1, 2, 4, 8, 16, 32):
+            new, report = pcn_transform(model, [x[:128], x[128:]], keep=f"d{k}")
+            errors.append(relative_error(new(x), expected))
+            assert {layer.k for layer in report.layers.values()} == {k}
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors
+    assert errors[0] > 1e-2
+    assert errors[-1] < 1e-10
+
+
+def test_conv_output_error_shrinks_as_k_grows() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(16, 16, 3, padding=1, stride=2),
+        nn.Tanh(),
+        nn.Conv2d(16, 8, 3, padding=1),
+    ).double()
+    x = torch.randn(8, 3, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(x)
+        errors = [
+            relative_error(pcn_transform(model, [x], keep=f"d{k}")[0](x), expected)
+            for k in (1, 2, 4, 8, 12, 16)
+        ]
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors
+    assert errors[0] > 0.1
+    assert errors[-1] < 1e-10
+
+
+def test_basis_tensors_are_untrained_buffers() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    x = torch.randn(32, 3, 4, 4)
+    new, _ = pcn_transform(model, [x], keep="d8")
+    layer = new[3]
+    assert isinstance(layer, PCALinear)
+    buffers = dict(new.named_buffers())
+    assert buffers["3.basis.mu"] is layer.basis.mu and buffers["3.basis.V"] is layer.basis.V
+    assert layer.basis.V.shape == (32, 8) and layer.basis.mu.shape == (32,)
+    parameter_ids = {id(p) for p in new.parameters()}
+    assert id(layer.basis.V) not in parameter_ids and id(layer.basis.mu) not in parameter_ids
+    mu, basis = layer.basis.mu.clone(), layer.basis.V.clone()
+    optimizer = torch.optim.SGD(new.parameters(), lr=0.5, momentum=0.9, weight_decay=0.1)
+    assert id(layer.basis.V) not in {id(p) for g in optimizer.param_groups for p in g["params"]}
+    weight = layer.weight.detach().clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        new(x).square().mean().backward()
+        optimizer.step()
+    assert layer.basis.V.grad is None and layer.basis.mu.grad is None
+    assert not layer.basis.V.requires_grad
+    assert torch.equal(layer.basis.V, basis) and torch.equal(layer.basis.mu, mu)
+    assert not torch.equal(layer.weight.detach(), weight)  # the layer itself does train
+
+
+def test_param_count_includes_mu_and_v_by_hand() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4)
+    )
+    new, report = pcn_transform(model, [torch.randn(40, 8)], keep="d5")
+    first = 8 * 16 + 16  # untransformed
+    second = 16 + 16 * 5 + 12 * 5 + 12  # μ, V, W′, b′
+    third = 12 + 12 * 5 + 4 * 5 + 4
+    assert count_params(new) == first + second + third == 408
+    assert {name: (layer.d, layer.k) for name, layer in report.layers.items()} == {
+        "3": (16, 5),
+        "5": (12, 5),
+    }
+    assert count_params(model) == 8 * 16 + 16 + 16 * 12 + 12 + 12 * 4 + 4
+
+
+def test_resnet_shortcut_and_conv1_share_one_basis() -> None:
+    model = resnet20_width2()
+    x = torch.randn(4, 3, 32, 32)
+    new, report = pcn_transform(model, [x], keep="f0.5")
+    block = new.blocks[3]  # first block of stage 2: 1×1 conv shortcut
+    assert block.conv1.basis is block.shortcut[0].basis
+    shared = block.conv1.basis
+    assert report.layers["blocks.3.shortcut.0"].basis == "blocks.3.conv1"
+    assert report.layers["blocks.3.shortcut.0"].k == report.layers["blocks.3.conv1"].k == 16
+    # An identity-shortcut block's conv1 has its own basis, unshared.
+    assert new.blocks[1].conv1.basis is not new.blocks[1].conv2.basis
+    new = new.double()  # conversions keep the sharing: one module holds the buffers
+    assert block.conv1.basis.V is block.shortcut[0].basis.V and shared.V.dtype == torch.float64
+    names = [n for n, t in counted_tensors(new).items() if t is shared.V]
+    assert len(names) == 1
+    unshared = sum(t.numel() for t in counted_tensors(new).values())
+    assert count_params(new) == unshared
+
+
+def test_torchvision_downsample_shares_the_block_input_basis() -> None:
+    model = resnet18()
+    new, _ = pcn_transform(model, [torch.randn(2, 3, 32, 32)], keep="f0.25")
+    for stage in (new.layer2, new.layer3, new.layer4):
+        assert stage[0].conv1.basis is stage[0].downsample[0].basis
+        assert stage[0].conv1.basis.V is stage[0].downsample[0].basis.V
+
+
+def test_shared_input_keeps_the_largest_k_its_layers_ask_for() -> None:
+    model = resnet20_width2()
+    x = torch.randn(4, 3, 32, 32)
+    _, report = pcn_transform(
+        model, [x], keep="f0.5", layers={"blocks.3.shortcut.0": "f0.25", "blocks.6.conv1": "d4"}
+    )
+    assert report.layers["blocks.3.conv1"].k == report.layers["blocks.3.shortcut.0"].k == 16
+    assert report.layers["blocks.6.conv1"].k == report.layers["blocks.6.shortcut.0"].k == 32
+    assert report.layers["blocks.3.conv1"].rule == "f0.5"
+
+
+SPECTRUM = [5.0, 3.0, 1.0, 0.5, 0.25, 0.25]  # total 10
+
+
+@pytest.mark.parametrize(
+    ("rule", "k"),
+    [
+        ("d2", 2),
+        ("d64", 6),
+        ("f0.5", 3),
+        ("f0.34", 3),  # ceil(2.04)
+        ("f0.1", 1),  # ceil(0.6)
+        ("f1.0", 6),
+        ("v0.5", 1),
+        ("v0.8", 2),
+        ("v0.81", 3),
+        ("v0.975", 5),
+        ("v1", 6),
+        ("t1", 3),
+        ("t0.3", 4),
+        ("t0.25", 6),
+        ("t100", 1),  # at least one is kept
+        ("t0", 6),
+    ],
+)
+def test_keep_rule_picks_k_on_a_known_spectrum(rule: str, k: int) -> None:
+    assert choose_k(rule, SPECTRUM) == k
+
+
+def test_fraction_rule_is_not_fooled_by_float_rounding() -> None:
+    assert choose_k("f0.1", [1.0] * 30) == 3  # 0.1 * 30 = 3.0000000000000004
+    assert choose_k("f0.25", [1.0] * 64) == 16
+
+
+def test_explained_fraction_is_the_kept_share_of_variance() -> None:
+    assert explained_fraction(SPECTRUM, 2) == pytest.approx(0.8)
+    assert explained_fraction([2.0, 1.0, -1e-17], 1) == pytest.approx(2 / 3)
+    assert explained_fraction([0.0, 0.0], 1) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("x5", "expected d<count>"),
+        ("64", "expected d<count>"),
+        ("d0", "whole count ≥ 1"),
+        ("d2.5", "whole count ≥ 1"),
+        ("f0", "fraction in (0, 1]"),
+        ("f1.5", "fraction in (0, 1]"),
+        ("v0", "fraction in (0, 1]"),
+        ("t-1", "threshold ≥ 0"),
+        ("tinf", "threshold ≥ 0"),
+        ("fabc", "not a number"),
+    ],
+)
+def test_invalid_keep_rules_are_rejected_with_the_accepted_forms(rule: str, message: str) -> None:
+    with pytest.raises(ValueError, match=rule) as info:
+        parse_keep(rule)
+    assert message in str(info.value)
+
+
+def test_parse_keep_reads_each_kind() -> None:
+    assert (parse_keep("d64").kind, parse_keep("d64").value) == ("d", 64)
+    assert parse_keep("t1e-3").value == pytest.approx(1e-3)
+    assert parse_keep("v0.999").kind == "v"
+
+
+def test_pca_returns_descending_eigenpairs_of_the_covariance() -> None:
+    x = low_rank_inputs(500, 6)
+    covariance = torch.cov(x.T)
+    eigenvalues, vectors = pca(covariance)
+    assert torch.all(eigenvalues[:-1] >= eigenvalues[1:])
+    assert torch.allclose(covariance @ vectors, vectors * eigenvalues, atol=1e-12)
+    assert torch.allclose(vectors.T @ vectors, torch.eye(6, dtype=torch.float64), atol=1e-12)
+
+
+def test_conv_pca_treats_every_position_as_a_sample() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 3, 3)).double()
+    x = torch.randn(6, 2, 7, 7, dtype=torch.float64)
+    new, report = pcn_transform(model, [x[:4], x[4:]], keep="d2")
+    with torch.no_grad():
+        rows = model[1](model[0](x)).permute(0, 2, 3, 1).reshape(-1, 5)
+    expected = torch.linalg.eigvalsh(torch.cov(rows.T)).flip(0)
+    layer = report.layers["2"]
+    assert layer.samples == 6 * 7 * 7
+    assert torch.allclose(torch.tensor(layer.spectrum, dtype=torch.float64), expected)
+    assert torch.allclose(new[2].basis.mu, rows.mean(0))
+
+
+def test_grouped_and_dilated_convs_are_left_alone_with_a_warning() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+    )
+    with pytest.warns(UserWarning) as caught:
+        new, report = pcn_transform(model, [torch.randn(4, 3, 8, 8)], keep="f0.5")
+    assert sorted(str(w.message) for w in caught) == [
+        "pcn: leaving 2 untransformed: grouped convolution (groups=2)",
+        "pcn: leaving 4 untransformed: dilated convolution (dilation=(2, 2))",
+    ]
+    assert type(new[2]) is nn.Conv2d and type(new[4]) is nn.Conv2d
+    assert report.skipped["2"] == "grouped convolution (groups=2)"
+    assert report.skipped["4"] == "dilated convolution (dilation=(2, 2))"
+    assert list(report.layers) == ["6"]
+    assert isinstance(new[6], PCAConv2d)
+
+
+def test_layers_overrides_set_rules_and_null_leaves_a_layer_alone() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    new, report = pcn_transform(
+        model, [torch.randn(64, 3, 4, 4)], keep="d4", layers={"*": "d8", "5": None}
+    )
+    assert report.layers["3"].k == 8
+    assert type(new[5]) is nn.Linear
+    assert report.skipped == {
+        "1": "first layer (reads the network input)",
+        "5": "left untransformed by a `layers` entry",
+    }
+
+
+def test_the_first_layer_is_never_transformed_even_when_named() -> None:
+    model = mlp()
+    new, report = pcn_transform(model, [torch.randn(8, 3, 4, 4)], keep="d4", layers={"1": "d2"})
+    assert type(new[1]) is nn.Linear and "1" not in report.layers
+
+
+def test_a_pattern_matching_no_layer_warns_listing_the_layers() -> None:
+    with pytest.warns(UserWarning, match=r"'blocks\.\*' matches no Conv2d or Linear.*1, 3, 5"):
+        _, report = pcn_transform(mlp(), [torch.randn(8, 3, 4, 4)], layers={"blocks.*": "d2"})
+    assert list(report.layers) == ["3", "5"]
+
+
+def test_report_rows_are_plain_data_with_the_spectrum() -> None:
+    _, report = pcn_transform(mlp(), [torch.randn(64, 3, 4, 4)], keep="v0.9")
+    rows = report.layer_rows()
+    assert [row["name"] for row in rows] == ["3", "5"]
+    row = rows[0]
+    assert row["d"] == 32 and len(row["spectrum"]) == 32 and row["explained"] >= 0.9
+    assert row["spectrum"] == sorted(row["spectrum"], reverse=True)
+    assert report.skipped_rows() == [
+        {"layer": "1", "reason": "first layer (reads the network input)"}
+    ]
+
+
+def test_pcn_at_f025_shrinks_resnet_params_and_macs() -> None:
+    model = resnet20_width2()
+    new, _ = pcn_transform(model, [torch.randn(4, 3, 32, 32)], keep="f0.25")
+    assert count_params(new) < 0.35 * count_params(model)
+    assert count_macs(new, (3, 32, 32)) < 0.35 * count_macs(model, (3, 32, 32))
+
+
+def test_prune_outputs_removes_dead_units_exactly() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4)
+    ).double()
+    with torch.no_grad():  # four hidden units constant at 2: zero variance, nonzero mean
+        model[1].weight[:4] = 0
+        model[1].bias[:4] = 2.0
+    x = torch.randn(64, 8, dtype=torch.float64)
+    new, report = pcn_transform(model, [x], keep="d12", prune_outputs=True)
+    assert new[1].out_features == 12 and new[1].weight.shape == (12, 8)
+    assert new[3].basis.V.shape == (12, 12)
+    assert report.layers["3"].pruned == "1" and report.layers["3"].inputs_kept == 12
+    assert report.layers["5"].pruned is None  # k = d: nothing to remove
+    with torch.no_grad():
+        assert relative_error(new(x), model(x)) < 1e-10
+    assert count_params(new) < count_params(pcn_transform(model, [x], keep="d12")[0])
+
+
+def test_prune_outputs_slices_a_vgg_chain_through_batch_norm_and_pooling() -> None:
+    model = with_bn_statistics(vgg11()).eval()
+    x = torch.randn(4, 3, 32, 32)
+    new, report = pcn_transform(model, [x], keep="f0.5", prune_outputs=True)
+    assert new.layers[0].conv.out_channels == 32 and new.layers[0].bn.num_features == 32
+    assert new.layers[0].bn.running_mean.shape == (32,)
+    assert new.fc.basis.V.shape == (256, 256)  # the last conv's 512 outputs pruned to k
+    assert report.layers["fc"].pruned == "layers.11.conv"
+    assert new(x).shape == (4, 10)
+    unpruned, _ = pcn_transform(model, [x], keep="f0.5")
+    assert count_params(new) < count_params(unpruned)
+
+
+def test_prune_outputs_on_a_residual_network_names_the_unsafe_layer() -> None:
+    with pytest.raises(ParamError, match=r"blocks\.0\.conv1: its input") as info:
+        pcn_transform(resnet20_width2(), [torch.randn(2, 3, 32, 32)], prune_outputs=True)
+    assert info.value.key == "prune_outputs"
+
+
+def test_params_validate_rules_and_check_the_transform_epoch() -> None:
+    with pytest.raises(ValidationError, match="invalid keep rule 'q3'"):
+        PCNParams(keep="q3")
+    with pytest.raises(ValidationError, match=r"layers\['fc'\]: invalid keep rule 'f2'"):
+        PCNParams(layers={"fc": "f2"})
+    recipe = Recipe(epochs=3)
+    PCN().check(PCNParams(at_epoch=3), recipe)
+    PCN().check(PCNParams(at_epoch=0), recipe)
+    with pytest.raises(ParamError, match=r"must be ≤ recipe.epochs \(got 4\)") as info:
+        PCN().check(PCNParams(at_epoch=4), recipe)
+    assert info.value.key == "at_epoch"
+
+
+def test_suite_error_points_at_the_transform_epoch(host, write_suite) -> None:
+    text = BASE_SUITE.replace("  - dense", "  - name: pcn\n    params: {at_epoch: [1, 5]}")
+    with pytest.raises(SuiteError) as info:
+        load_suite(write_suite(text), host)
+    assert info.value.path == "methods[0].params.at_epoch[1]"
+    assert "must be ≤ recipe.epochs (got 5)" in info.value.message
+
+
+def small_session(epochs: int = 3) -> Session:
+    data = Synthetic().load(Synthetic.Params(n_train=96, n_test=48, shape=(1, 8, 8)))
+    torch.manual_seed(0)
+    model = CNN().build(CNN.Params(width=16), DataInfo((1, 8, 8), 4))
+    recipe = Recipe(epochs=epochs, batch_size=32, optimizer={"lr": 0.05}, eval_every=0)
+    return Session(model, data, recipe, seed=0, measure_inference=False)
+
+
+@pytest.mark.parametrize("at_epoch", [0, 1])
+def test_method_records_a_smaller_model_with_both_accuracies(at_epoch: int) -> None:
+    session = small_session()
+    # The classifier reads 512 features into 4 classes: a 512×k basis would outgrow it.
+    params = PCNParams(at_epoch=at_epoch, keep="f0.25", calibration=64, layers={"fc": None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing here deserves a warning
+        PCN().run(session, params)
+    (row,) = session.results
+    assert row["params"] < row["dense_params"] and row["macs"] < row["dense_macs"]
+    assert 0 <= row["acc_before_transform"] <= 1 and 0 <= row["acc_after_transform"] <= 1
+    assert row["transform_epoch"] == at_epoch and row["epochs_trained"] == 3
+    (layer,) = row["pcn_layers"]  # the CNN's second conv
+    assert layer["name"] == "conv2" and layer["d"] == 16 and layer["k"] == 4
+    assert layer["samples"] == 64 * 8 * 8
+    assert row["pcn_skipped"] == [
+        {"layer": "conv1", "reason": "first layer (reads the network input)"},
+        {"layer": "fc", "reason": "left untransformed by a `layers` entry"},
+    ]
+    phases = [(p.name, p.kind) for p in session.phases]
+    assert ("pcn_transform", "transform") in phases
+    assert isinstance(session.model.conv2, PCAConv2d)
+    assert isinstance(session.model.conv2.basis, PCABasis)
+    trained = {id(p) for g in session.optimizer.param_groups for p in g["params"]}
+    assert id(session.model[2].weight) in trained and id(session.model[2].basis.V) not in trained
+    assert math.isfinite(row["accuracy"])
+
+
+def test_transform_right_after_training_keeps_accuracy_at_full_rank() -> None:
+    session = small_session(epochs=2)
+    PCN().run(session, PCNParams(at_epoch=2, keep="f1.0", calibration=96))
+    (row,) = session.results
+    assert row["acc_after_transform"] == pytest.approx(row["acc_before_transform"])
+    assert row["accuracy"] == pytest.approx(row["acc_after_transform"])
