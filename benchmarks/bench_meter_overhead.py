@@ -22,6 +22,7 @@ def run_once(suite: str, metered: bool) -> float:
     """Seconds for one fresh run of the suite."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "pcnbench.cli", "run", suite, "--output", out, "--quiet"]
+        cmd.append("--no-report")  # the same work either way; leave it out of the comparison
         if not metered:
             cmd.append("--no-meter")
         start = time.perf_counter()

@@ -132,7 +132,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store(runner.output / "results.db")
     _summary(store.results_frame(), {c.id for c in cells}, _console(wide=True))
     store.close()
-    if not args.no_report:
+    index = runner.output / "index.html"
+    if not todo and index.is_file():
+        out.print(f"report: {index} (nothing new to report)", markup=False)
+    elif not args.no_report:
         _report(runner.output, host, out)
     out.print(
         f"{len(summary.done)} trained, {summary.skipped} already done, "
