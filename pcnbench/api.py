@@ -170,6 +170,8 @@ class Meter:
     """
 
     name: str = ""
+    # False: skip windows nested in another (a time-based estimate is apportioned instead)
+    nested: bool = True
 
     def probe(self) -> MeterProbe:
         """Say what this meter can measure here (for `pcnbench env` and labels)."""

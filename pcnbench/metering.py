@@ -23,10 +23,12 @@ class MeterSet:
     def __bool__(self) -> bool:
         return bool(self.meters)
 
-    def start(self) -> list[tuple[Meter, Any]]:
-        """Open a window on every meter."""
+    def start(self, nested: bool = False) -> list[tuple[Meter, Any]]:
+        """Open a window on every meter (on a nested window, only on meters that nest)."""
         handles = []
         for meter in self.meters:
+            if nested and not meter.nested:
+                continue
             try:
                 handles.append((meter, meter.start()))
             except Exception as exc:
