@@ -8,6 +8,7 @@ median of each and the ratio on/off. Target: ≤ 1.02.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -18,16 +19,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_once(suite: str, metered: bool) -> float:
-    """Seconds for one fresh run of the suite."""
+def run_once(suite: str, metered: bool) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one fresh run of the suite."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "pcnbench.cli", "run", suite, "--output", out, "--quiet"]
         cmd.append("--no-report")  # the same work either way; leave it out of the comparison
         if not metered:
             cmd.append("--no-meter")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return wall, cpu
 
 
 def main() -> None:
@@ -41,10 +46,13 @@ def main() -> None:
         on.append(run_once(args.suite, True))
         off.append(run_once(args.suite, False))
     print(f"suite: {args.suite}, repeats: {args.repeats}")
-    for label, times in (("metered wall:  ", on), ("unmetered wall:", off)):
-        shown = ", ".join(f"{t:.2f}" for t in times)
-        print(f"{label} median {statistics.median(times):.2f} s ({shown})")
-    print(f"metered/unmetered ratio: {statistics.median(on) / statistics.median(off):.3f}")
+    for i, what in ((0, "wall"), (1, "CPU")):
+        for label, runs in (("metered  ", on), ("unmetered", off)):
+            times = [r[i] for r in runs]
+            shown = ", ".join(f"{t:.2f}" for t in times)
+            print(f"{label} {what}: median {statistics.median(times):.2f} s ({shown})")
+        ratio = statistics.median(r[i] for r in on) / statistics.median(r[i] for r in off)
+        print(f"metered/unmetered {what} ratio: {ratio:.3f}")
 
 
 if __name__ == "__main__":
