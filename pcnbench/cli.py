@@ -110,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         argv=sys.argv,
         metering=False if args.no_meter else None,
+        share=not args.no_share,
     )
     cells, todo = runner.plan(args.only, args.force)
     if args.dry_run:
@@ -302,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-meter", action="store_true", help="no energy/memory meters, no latency measurement"
     )
     run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
+    run.add_argument(
+        "--no-share",
+        action="store_true",
+        help="train every cell from scratch (no shared dense trunk under <output>/trunk)",
+    )
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a suite and print its expanded matrix")

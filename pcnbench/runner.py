@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pcnbench.cells import Cell, expand, select
+import pcnbench
+from pcnbench.cells import Cell, cell_config, expand, select
 from pcnbench.errors import PcnbenchError, SuiteError
 from pcnbench.lock import OutputLock
 from pcnbench.manager import PluginHost
@@ -20,6 +21,7 @@ from pcnbench.metering import MeterSet, reading_columns
 from pcnbench.provenance import environment
 from pcnbench.store import Store
 from pcnbench.suite import LoadedSuite
+from pcnbench.trunk import TrunkCache, trunk_key
 
 
 @dataclass
@@ -82,8 +84,12 @@ def run_cell(
     on_epoch_end: Callable[[Any], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     meters: MeterSet | None = None,
+    trunk: TrunkCache | None = None,
 ) -> Any:
-    """Build the cell's model, hand a fresh Session to its method, and return the session."""
+    """Build the cell's model, hand a fresh Session to its method, and return the session.
+
+    With `trunk`, the session shares the dense prefix of its training through that cache.
+    """
     from pcnbench.session import Session
 
     dataset = host.datasets.get(cell.dataset.name)
@@ -100,6 +106,7 @@ def run_cell(
         on_progress=on_progress,
         meters=meters if meters is not None else MeterSet(),
         measure_inference=meters is not None,
+        trunk=trunk,
     )
     host.methods.get(cell.method.name).run(session, cell.method.params)
     if not session.results:
@@ -123,8 +130,10 @@ class Runner:
         progress: Any = None,
         argv: list[str] | None = None,
         metering: bool | None = None,
+        share: bool = True,
     ) -> None:
         self.loaded = loaded
+        self.share = share
         self.host = host
         self.output = loaded.output_dir(output)
         self.device_override = device
@@ -147,6 +156,28 @@ class Runner:
         for meter in chosen:
             meter.configure(dict(self.loaded.suite.metering.options))
         return MeterSet(chosen)
+
+    def trunk_cache(self, cell: Cell, device: str) -> TrunkCache | None:
+        """The cache of the dense trunk `cell` shares (None with sharing off).
+
+        Keyed by everything that decides the trunk's numbers: the cell's for-id configuration
+        without its method, the pcnbench and torch versions, device type and determinism.
+        """
+        if not self.share:
+            return None
+        import torch
+
+        config = cell_config(
+            cell.dataset, cell.model, cell.method, cell.seed, cell.recipe, for_id=True
+        )
+        key = trunk_key(
+            config,
+            pcnbench=pcnbench.__version__,
+            torch=torch.__version__,
+            device=torch.device(device).type,
+            deterministic=self.loaded.suite.deterministic,
+        )
+        return TrunkCache(self.output / "trunk", key)
 
     def plan(self, only: str | None = None, force: bool = False) -> tuple[list[Cell], list[Cell]]:
         """(selected cells, those of them that will train) given stored statuses."""
@@ -256,6 +287,7 @@ class Runner:
                 on_epoch_end=on_epoch_end,
                 on_progress=on_progress,
                 meters=meters,
+                trunk=self.trunk_cache(cell, device),
             )
             cell_columns = {}
             if meters is not None:

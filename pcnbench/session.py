@@ -21,7 +21,7 @@ from pcnbench.api import FolderSplits, Meter, Reading, TensorSplits
 from pcnbench.counting import count_macs, count_params
 from pcnbench.data import make_source
 from pcnbench.inference import measure_inference
-from pcnbench.masks import mask_density
+from pcnbench.masks import mask_density, masked_parameters
 from pcnbench.metering import (
     MeterSet,
     energy_columns,
@@ -31,6 +31,7 @@ from pcnbench.metering import (
 )
 from pcnbench.recipe import Recipe
 from pcnbench.schedule import lr_at
+from pcnbench.trunk import Segment, TrunkCache, TrunkState, clip_segments
 
 __all__ = ["EpochRecord", "PhaseRecord", "Session", "Snapshot"]
 
@@ -61,11 +62,12 @@ class PhaseRecord:
     start_step: int
     end_step: int
     readings: list[Reading] = field(default_factory=list)  # meters' figures for the window
+    reused: bool = False  # restored from the shared trunk: figures are those of its training
 
     def as_row(self) -> dict[str, Any]:
         """Flat columns for the phases table (meter readings spread into named columns)."""
         row = {k: getattr(self, k) for k in ("name", "kind", "wall_s", "cpu_s")}
-        row.update(start_step=self.start_step, end_step=self.end_step)
+        row.update(start_step=self.start_step, end_step=self.end_step, reused=self.reused)
         row.update(reading_columns(self.readings))
         return row
 
@@ -78,6 +80,15 @@ class Snapshot:
     optimizer_state: dict[str, Any]
     step: int
     rng: dict[str, Any]
+    trunk: _TrunkPoint | None = None  # set when taken on the dense trunk
+
+
+@dataclass(frozen=True)
+class _TrunkPoint:
+    """How the session got to a trunk step: the segments it is charged for, the epochs' records."""
+
+    segments: tuple[Segment, ...]
+    records: tuple[EpochRecord, ...]
 
 
 _UNTIL = re.compile(r"^\s*(\d+)\s*(ep|it)?\s*$")
@@ -88,6 +99,10 @@ class Session:
 
     The schedule and the data order are functions of the optimizer step, so training in
     pieces, replacing the model, or restoring a snapshot all continue exactly where they are.
+
+    With a `trunk` cache, plain `train()` calls on the untouched model it was given (no
+    replacement, masks, fine-tuning, edits or RNG draws in between) restore cached dense
+    states instead of training them, and cache the states they reach.
     """
 
     def __init__(
@@ -101,6 +116,7 @@ class Session:
         on_progress: Callable[[int, int], None] | None = None,
         meters: Sequence[Meter] | MeterSet = (),
         measure_inference: bool = True,
+        trunk: TrunkCache | None = None,
     ) -> None:
         self.recipe = recipe
         self._meters = meters if isinstance(meters, MeterSet) else MeterSet(meters)
@@ -127,9 +143,19 @@ class Session:
         self._carved_readings: list[list[Reading]] = []
         self._step = 0
         self._steps_trained = 0
+        # The dense trunk: while this session only trains the model it was given, plainly,
+        # its states equal those of any cell with the same setup, which `trunk` caches.
+        self._trunk = trunk
+        self._on_trunk = False
+        self._trunk_point = _TrunkPoint((), ())
+        self._trunk_mark: tuple[nn.Module, tuple[int, ...], dict[str, Any]] | None = None
+        self._reused_steps = 0
         self.model = model
         self.dense_params: int = count_params(self._model)
         self.dense_macs: int = count_macs(self._model, self.input_shape)
+        if trunk is not None:
+            self._on_trunk = True
+            self._mark_trunk()
 
     @property
     def step(self) -> int:
@@ -158,6 +184,7 @@ class Session:
 
     @model.setter
     def model(self, model: nn.Module) -> None:
+        self._on_trunk = False  # a replaced model leaves the trunk (restore may bring it back)
         self._model = model.to(self.device)
         self._optimizer = self._build_optimizer(self._model)
         self._lr: float | None = None  # forces the next step to set the schedule's rate
@@ -212,6 +239,7 @@ class Session:
         else:
             raise ValueError(f"finetune(lr={lr!r}): expected a positive number or 'rewind'")
         self._lr = None
+        self._on_trunk = False
         self.total_steps += shift
         self.train(until="end", phase=phase)
 
@@ -231,8 +259,22 @@ class Session:
 
     @property
     def train_time_s(self) -> float:
-        """Wall seconds of all recorded phases of kind "train" (evaluation excluded)."""
+        """Wall seconds of all recorded phases of kind "train" (evaluation excluded).
+
+        Trunk segments restored from the cache count with the time they took to train, so this
+        is the cell's training time as if it had run alone; see `incurred_time_s`.
+        """
         return sum(p.wall_s for p in self.phases if p.kind == "train")
+
+    @property
+    def incurred_time_s(self) -> float:
+        """Wall seconds this session actually spent training (reused trunk segments excluded)."""
+        return sum(p.wall_s for p in self.phases if p.kind == "train" and not p.reused)
+
+    @property
+    def on_trunk(self) -> bool:
+        """Whether the session is still on the shared dense trunk (always False without a cache)."""
+        return self._trunk is not None and self._trunk_intact()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -257,7 +299,7 @@ class Session:
         self._sync()
         carved_wall, carved_cpu = self._carved
         carved_readings = len(self._carved_readings)
-        handles = self._meters.start() if self._meters else []
+        handles = self._meters.start(nested=nested) if self._meters else []
         wall, cpu, start_step = time.perf_counter(), time.process_time(), self._steps_trained
         try:
             yield
@@ -318,13 +360,140 @@ class Session:
         return target
 
     def train(self, until: int | str = "end", phase: str = "train") -> None:
-        """Train from the current step to `until`: epochs (5, '5ep'), steps ('500it') or 'end'."""
+        """Train from the current step to `until`: epochs (5, '5ep'), steps ('500it') or 'end'.
+
+        On the dense trunk, a cached state up to `until` is restored instead of trained.
+        """
         stop = self._until_step(until)
+        trunk = (
+            self._trunk is not None
+            and phase == "train"
+            and self._phase_depth == 0
+            and self._trunk_intact()
+        )
+        self._on_trunk = trunk
+        resumed = trunk and self._resume_trunk(stop)
+        if resumed and self._step == stop:
+            self._end_trunk_segment()
+            return
+        start, records = self._step, len(self.records)
         with self.phase(phase, kind="train"):
             while self._step < stop:
                 epoch, first = divmod(self._step, self.steps_per_epoch)
                 last = min(stop - epoch * self.steps_per_epoch, self.steps_per_epoch)
                 self._train_epoch(phase, epoch, first, last)
+        if trunk and self._step > start:
+            p = self.phases[-1]
+            point = self._trunk_point
+            self._trunk_point = _TrunkPoint(
+                (*point.segments, Segment(start, self._step, p.wall_s, p.cpu_s, p.readings)),
+                (*point.records, *self.records[records:]),
+            )
+        if trunk:
+            self._end_trunk_segment()
+
+    def _rng_state(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return rng
+
+    def _set_rng_state(self, rng: dict[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def _mark_trunk(self) -> None:
+        """Remember model, tensor versions and RNG: a change before the next train() leaves."""
+        self._trunk_mark = (self._model, _versions(self._model), self._rng_state())
+
+    def _trunk_intact(self) -> bool:
+        """Still on the trunk: same model, untouched since the last trunk point, no masks."""
+        if not self._on_trunk or self._trunk_mark is None:
+            return False
+        model, versions, rng = self._trunk_mark
+        intact = (
+            model is self._model
+            and self.total_steps == self.recipe_steps
+            and next(masked_parameters(self._model), None) is None
+            and _versions(self._model) == versions
+            and _same_rng(self._rng_state(), rng)
+        )
+        self._on_trunk = intact
+        return intact
+
+    def _resume_trunk(self, stop: int) -> bool:
+        """Restore the latest cached trunk state in (step, stop]; False when there is none."""
+        assert self._trunk is not None
+        start = self._step
+        best = self._trunk.best(start, stop)
+        if best is None:
+            return False
+        state = self._trunk.load(best, self.device)
+        self._model.load_state_dict(state.model)
+        self._optimizer.load_state_dict(state.optimizer)
+        self._lr = None
+        self._step = best
+        self._set_rng_state(state.rng)
+        self._epoch_tally = state.tally
+        reused = clip_segments(state.segments, start, best)
+        trained = self._steps_trained
+        for seg in reused:
+            steps = seg.end_step - seg.start_step
+            self.phases.append(
+                PhaseRecord(
+                    name="train",
+                    kind="train",
+                    wall_s=seg.wall_s,
+                    cpu_s=seg.cpu_s,
+                    start_step=self._steps_trained,
+                    end_step=self._steps_trained + steps,
+                    readings=list(seg.readings),
+                    reused=True,
+                )
+            )
+            self._steps_trained += steps
+        self._steps_trained = trained + best - start
+        self._reused_steps += best - start
+        new_records = [r for r in state.records if r.step > start]
+        self.records.extend(new_records)
+        point = self._trunk_point
+        self._trunk_point = _TrunkPoint(
+            (*clip_segments(list(point.segments), 0, start), *reused),
+            (*(r for r in point.records if r.step <= start), *new_records),
+        )
+        if self.on_epoch_end is not None:
+            for record in new_records:
+                self.on_epoch_end(record)
+        if self.on_progress is not None:
+            self.on_progress(best, self.total_steps)
+        return True
+
+    def _end_trunk_segment(self) -> None:
+        """Cache the state at the end of a trunk segment (unless stored) and mark it."""
+        assert self._trunk is not None
+        if next(masked_parameters(self._model), None) is not None:
+            self._on_trunk = False  # a step hook masked the model: not the trunk any more
+            return
+        if not self._trunk.has(self._step):
+            self._trunk.save(
+                TrunkState(
+                    step=self._step,
+                    model=self._model.state_dict(),
+                    optimizer=self._optimizer.state_dict(),
+                    rng=self._rng_state(),
+                    records=list(self._trunk_point.records),
+                    tally=self._epoch_tally,
+                    segments=list(self._trunk_point.segments),
+                )
+            )
+        self._mark_trunk()
 
     def _train_epoch(self, phase: str, epoch: int, first: int, last: int) -> None:
         """Train batches `first:last` of `epoch`; record the epoch if that completes it."""
@@ -427,18 +596,13 @@ class Session:
 
     def snapshot(self) -> Snapshot:
         """A deep copy of model, optimizer state, step and RNG states to `restore` later."""
-        rng: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-        }
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        on_trunk = self.on_trunk
         return Snapshot(
             model=copy.deepcopy(self._model),
             optimizer_state=copy.deepcopy(self._optimizer.state_dict()),
             step=self._step,
-            rng=rng,
+            rng=self._rng_state(),
+            trunk=self._trunk_point if on_trunk else None,
         )
 
     def restore(self, snapshot: Snapshot) -> None:
@@ -447,11 +611,12 @@ class Session:
         self.model = copy.deepcopy(snapshot.model)
         self._optimizer.load_state_dict(copy.deepcopy(snapshot.optimizer_state))
         self._step = snapshot.step
-        torch.set_rng_state(snapshot.rng["torch"])
-        random.setstate(snapshot.rng["python"])
-        np.random.set_state(snapshot.rng["numpy"])
-        if "cuda" in snapshot.rng:
-            torch.cuda.set_rng_state_all(snapshot.rng["cuda"])
+        self._set_rng_state(snapshot.rng)
+        if snapshot.trunk is not None and self._trunk is not None:
+            # back on the trunk (IMP rewinds to its step-k state): the restored model is it
+            self._on_trunk = self.total_steps == self.recipe_steps
+            self._trunk_point = snapshot.trunk
+            self._mark_trunk()
 
     def calibration_batches(
         self, n: int = 5000, batch_size: int | None = None
@@ -486,6 +651,8 @@ class Session:
             "compression": self.dense_params / params if params else None,
             "speedup": self.dense_macs / macs if macs else None,
             "train_time_s": self.train_time_s,
+            "incurred_time_s": self.incurred_time_s,
+            "trunk_reused_epochs": self._reused_steps / self.steps_per_epoch,
             "transform_time_s": sum(p.wall_s for p in self.phases if p.kind == "transform"),
             "eval_time_s": sum(p.wall_s for p in self.phases if p.kind == "eval"),
             "epochs_trained": self.epochs_trained,
@@ -493,12 +660,12 @@ class Session:
         }
         row.update(energy_columns(self.phases))
         if self.measure_inference:
-            with self.phase("inference_benchmark", kind="measure"):
-                row.update(
-                    measure_inference(
-                        self._model, self.input_shape, self.recipe.batch_size, self.device
-                    )
+            # timed on its own, outside the metered phases: it is not work the method did
+            row.update(
+                measure_inference(
+                    self._model, self.input_shape, self.recipe.batch_size, self.device
                 )
+            )
         else:
             row.update(
                 latency_ms=math.nan,
@@ -508,3 +675,21 @@ class Session:
         row.update(extra)
         self.results.append(row)
         return row
+
+
+def _versions(model: nn.Module) -> tuple[int, ...]:
+    # Every in-place change of a tensor bumps its version: edits outside train() show here.
+    return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+
+
+def _same_rng(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys() or not torch.equal(a["torch"], b["torch"]):
+        return False
+    if a["python"] != b["python"]:
+        return False
+    na, nb = a["numpy"], b["numpy"]
+    if na[0] != nb[0] or not np.array_equal(na[1], nb[1]) or tuple(na[2:]) != tuple(nb[2:]):
+        return False
+    if "cuda" in a:
+        return all(torch.equal(x, y) for x, y in zip(a["cuda"], b["cuda"], strict=True))
+    return True
