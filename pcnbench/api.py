@@ -172,6 +172,8 @@ class Meter:
     name: str = ""
     # False: skip windows nested in another (a time-based estimate is apportioned instead)
     nested: bool = True
+    # phase kinds to meter ("train", "transform", "eval", ..., "cell"); None: every kind
+    kinds: tuple[str, ...] | None = None
 
     def probe(self) -> MeterProbe:
         """Say what this meter can measure here (for `pcnbench env` and labels)."""

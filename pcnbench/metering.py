@@ -23,11 +23,13 @@ class MeterSet:
     def __bool__(self) -> bool:
         return bool(self.meters)
 
-    def start(self, nested: bool = False) -> list[tuple[Meter, Any]]:
-        """Open a window on every meter (on a nested window, only on meters that nest)."""
+    def start(self, nested: bool = False, kind: str | None = None) -> list[tuple[Meter, Any]]:
+        """Open a window on every meter that meters this `kind` of phase (and nests, if nested)."""
         handles = []
         for meter in self.meters:
             if nested and not meter.nested:
+                continue
+            if kind is not None and meter.kinds is not None and kind not in meter.kinds:
                 continue
             try:
                 handles.append((meter, meter.start()))

@@ -278,7 +278,7 @@ class Runner:
                 hook.on_epoch_end(cell=cell, record=record)
 
             meters = self._meterset
-            window = meters.start() if meters is not None else None
+            window = meters.start(kind="cell") if meters is not None else None
             session = run_cell(
                 cell,
                 self.host,

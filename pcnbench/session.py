@@ -299,7 +299,7 @@ class Session:
         self._sync()
         carved_wall, carved_cpu = self._carved
         carved_readings = len(self._carved_readings)
-        handles = self._meters.start(nested=nested) if self._meters else []
+        handles = self._meters.start(nested=nested, kind=kind) if self._meters else []
         wall, cpu, start_step = time.perf_counter(), time.process_time(), self._steps_trained
         try:
             yield
