@@ -9,7 +9,14 @@ from typing import Any
 
 from pcnbench.api import Meter, Reading
 
-__all__ = ["MeterSet", "energy_columns", "reading_columns", "scale_estimates", "subtract"]
+__all__ = [
+    "MeterSet",
+    "apportion_estimates",
+    "energy_columns",
+    "reading_columns",
+    "scale_estimates",
+    "subtract",
+]
 
 SHORT_WINDOW_S = 1.0
 
@@ -112,6 +119,30 @@ def scale_estimates(readings: list[Reading], fraction: float) -> list[Reading]:
             r = Reading(r.component, r.joules * fraction, r.method, r.estimate, r.note, extra)
         out.append(r)
     return out
+
+
+def apportion_estimates(
+    results: list[dict[str, Any]], cell_readings: list[Reading], window_s: float
+) -> None:
+    """Fill `train_energy_j_est` / `co2_kg_est` of results that have none from the cell window.
+
+    An estimate meter that only meters whole cells (one tracker per cell keeps it cheap) gives
+    the cell's modelled average power; a result's training estimate is that power × its
+    `train_time_s`, which is what a power × time model would say of the training phases.
+    """
+    estimates = [r for r in cell_readings if r.estimate and not math.isnan(r.joules)]
+    if not estimates or window_s <= 0:
+        return
+    watts = sum(r.joules for r in estimates) / window_s
+    co2_per_s = sum(r.extra.get("co2_kg", 0.0) for r in estimates) / window_s
+    methods = "+".join(sorted({r.method for r in estimates}))
+    for row in results:
+        if not math.isnan(row.get("train_energy_j_est", math.nan)):
+            continue
+        seconds = row.get("train_time_s") or 0.0
+        row["train_energy_j_est"] = watts * seconds
+        row["co2_kg_est"] = co2_per_s * seconds
+        row["energy_est_method"] = f"{methods}: cell-average power × train_time_s"
 
 
 def reading_columns(readings: Iterable[Reading]) -> dict[str, Any]:

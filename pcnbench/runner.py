@@ -17,7 +17,7 @@ from pcnbench.cells import Cell, cell_config, expand, select
 from pcnbench.errors import PcnbenchError, SuiteError
 from pcnbench.lock import OutputLock
 from pcnbench.manager import PluginHost
-from pcnbench.metering import MeterSet, reading_columns
+from pcnbench.metering import MeterSet, apportion_estimates, reading_columns
 from pcnbench.provenance import environment
 from pcnbench.store import Store
 from pcnbench.suite import LoadedSuite
@@ -279,6 +279,7 @@ class Runner:
 
             meters = self._meterset
             window = meters.start(kind="cell") if meters is not None else None
+            window_began = time.perf_counter()
             session = run_cell(
                 cell,
                 self.host,
@@ -291,8 +292,10 @@ class Runner:
             )
             cell_columns = {}
             if meters is not None:
-                readings = meters.stop(window, time.perf_counter() - started)
+                window_s = time.perf_counter() - window_began
+                readings = meters.stop(window, window_s)
                 cell_columns = {f"cell_{k}": v for k, v in reading_columns(readings).items()}
+                apportion_estimates(session.results, readings, window_s)
         except KeyboardInterrupt:
             store.finish_cell(
                 cell.id,

@@ -306,10 +306,10 @@ class CodecarbonMeter(Meter):
     """Whole-machine energy and CO2 *estimates* from codecarbon's offline tracker, quiet."""
 
     name = "codecarbon"
-    # ~6 ms per tracker: estimate what results report (training, transforms, whole cells);
-    # evaluations nested in training get a time share of the outer estimate
+    # ~6 ms per tracker: one per cell; results get the cell's average estimated power × their
+    # training time (pcnbench.metering.apportion_estimates)
     nested = False
-    kinds = ("train", "transform", "cell")
+    kinds = ("cell",)
 
     def __init__(self, country_iso_code: str | None = None) -> None:
         self.country = country_iso_code or os.environ.get("PCNBENCH_COUNTRY", "USA")

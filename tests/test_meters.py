@@ -330,3 +330,23 @@ def test_env_command_reports_each_meter_truthfully(capsys, monkeypatch):
         probe = meter.probe()
         line = next(line for line in text.splitlines() if f"│ {meter.name} " in line)
         assert ("yes" if probe.available else "no") in line and probe.method in line
+
+
+def test_cell_estimates_are_apportioned_to_results_by_training_time():
+    from pcnbench.metering import apportion_estimates
+
+    cell = [
+        Reading("machine", 200.0, "codecarbon_estimate", estimate=True, extra={"co2_kg": 4e-5}),
+        Reading("gpu", 50.0, "nvml_counter"),
+    ]
+    rows = [{"train_time_s": 2.5, "train_energy_j_est": math.nan}, {"train_time_s": 1.0}]
+    kept = {"train_time_s": 1.0, "train_energy_j_est": 7.0}
+    apportion_estimates([*rows, kept], cell, window_s=10.0)
+    # 200 J over a 10 s cell: 20 W; 4e-5 kg over 10 s
+    assert rows[0]["train_energy_j_est"] == pytest.approx(50.0)
+    assert rows[0]["co2_kg_est"] == pytest.approx(1e-5)
+    assert rows[1]["train_energy_j_est"] == pytest.approx(20.0)
+    assert rows[0]["energy_est_method"] == (
+        "codecarbon_estimate: cell-average power × train_time_s"
+    )
+    assert kept["train_energy_j_est"] == 7.0  # a phase-level estimate is never overwritten
