@@ -33,8 +33,8 @@ def _median_seconds(
             break
     times: list[float] = []
     began = time.perf_counter()
-    # at least 5 repeats, at most 30, stopping early once the time budget is spent
-    while len(times) < 30 and (len(times) < 5 or time.perf_counter() - began < budget_s):
+    # at least 5 repeats, at most 15, stopping early once the time budget is spent
+    while len(times) < 15 and (len(times) < 5 or time.perf_counter() - began < budget_s):
         times.append(_timed(model, x, device))
     return statistics.median(times), len(times)
 
@@ -45,7 +45,7 @@ def measure_inference(
     input_shape: Sequence[int],
     batch_size: int,
     device: torch.device | str,
-    budget_s: float = 0.5,
+    budget_s: float = 0.25,
 ) -> dict[str, Any]:
     """Latency at batch 1 (ms) and throughput at `batch_size` (samples/s), medians of repeats.
 
