@@ -490,3 +490,26 @@ def test_parameters_shared_by_every_setting_move_to_a_note(tables: list) -> None
     (table,) = comparison_tables(model_groups(lone))
     assert table.rows[1]["setting"] == "rank=e0.9"
     assert not any("rows use" in n for n in table.notes)
+
+
+def test_sharing_sentence_counts_each_cell_once_at_its_cumulative_cost():
+    import pandas as pd
+
+    from pcnbench_plugins.reporters.summary import sharing_sentence
+
+    frame = pd.DataFrame(
+        {
+            "cell_id": ["dense", "imp", "imp", "pcn"],
+            "train_time_s": [10.0, 12.0, 20.0, 10.0],
+            "incurred_time_s": [10.0, 2.0, 10.0, 5.0],
+            "trunk_reused_epochs": [0.0, 10.0, 10.0, 5.0],
+        }
+    )
+    # as if alone 10 + 20 + 10 = 40 s; spent 10 + 10 + 5 = 25 s; reused 10 + 5 epochs
+    assert sharing_sentence(frame) == (
+        "The shared dense trunk saved 15.0 s of 40.0 s of training (38%): cells reused 15 "
+        "epochs of dense training from cells with the same dataset, model, seed and recipe. "
+        "Tables and figures charge every cell as if it had run alone."
+    )
+    assert sharing_sentence(frame.drop(columns="incurred_time_s")) is None
+    assert sharing_sentence(frame.assign(trunk_reused_epochs=0.0)) is None

@@ -13,7 +13,7 @@ import yaml
 from markupsafe import Markup
 
 from .points import model_groups
-from .summary import TOLERANCE_PP, finding, headline
+from .summary import TOLERANCE_PP, finding, headline, sharing_sentence
 from .tables import COLUMNS, LEGEND, ComparisonTable, comparison_tables
 from .template import TEMPLATE
 
@@ -197,6 +197,7 @@ def render_html(data: ReportData, out_dir: Path) -> str:
         suite=data.suite,
         description=_suite_description(suite_text),
         headline=headline(groups, total, status.get("done", 0)),
+        sharing=sharing_sentence(data.results),
         tolerance=f"{TOLERANCE_PP:g}",
         findings=findings if len(findings) > 1 else [],
         status=status,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 from .points import ModelGroup, Point
 from .stats import Estimate
 from .tables import MINUS, fmt_times
@@ -152,3 +154,27 @@ def _baselines_only(groups: list[ModelGroup]) -> str:
             "fewer parameters"
         )
     return text + "."
+
+
+def sharing_sentence(results: pd.DataFrame) -> str | None:
+    """How much training the shared dense trunk saved, or None when the run did not share."""
+    needed = {"cell_id", "train_time_s", "incurred_time_s", "trunk_reused_epochs"}
+    if not needed <= set(results.columns):
+        return None
+    rows = results.dropna(subset=["train_time_s", "incurred_time_s"])
+    if rows.empty:
+        return None
+    # a cell's rows are cumulative (IMP levels): its last row holds its whole cost
+    per_cell = rows.groupby("cell_id")[["train_time_s", "incurred_time_s", "trunk_reused_epochs"]]
+    last = per_cell.max()
+    alone, spent = float(last["train_time_s"].sum()), float(last["incurred_time_s"].sum())
+    reused = float(last["trunk_reused_epochs"].fillna(0).sum())
+    if alone <= 0 or reused <= 0:
+        return None
+    saved = max(alone - spent, 0.0)
+    return (
+        f"The shared dense trunk saved {saved:.1f} s of {alone:.1f} s of training "
+        f"({100 * saved / alone:.0f}%): cells reused {reused:g} epochs of dense training from "
+        "cells with the same dataset, model, seed and recipe. Tables and figures charge every "
+        "cell as if it had run alone."
+    )

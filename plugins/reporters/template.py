@@ -69,6 +69,7 @@ dl.env dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace;
 <section id="summary">
 <h2>Summary</h2>
 <p class="headline">{{ headline }}</p>
+{% if sharing %}<p>{{ sharing }}</p>{% endif %}
 {% if findings %}<ul>{% for f in findings %}<li><b>{{ f.title }}</b>: {{ f.text }}.</li>{% endfor %}</ul>{% endif %}
 <p class="status">
 <span><b>{{ total }}</b> cells</span>
