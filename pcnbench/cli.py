@@ -111,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv=sys.argv,
         metering=False if args.no_meter else None,
         share=not args.no_share,
+        jobs=args.jobs,
     )
     cells, todo = runner.plan(args.only, args.force)
     if args.dry_run:
@@ -303,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-meter", action="store_true", help="no energy/memory meters, no latency measurement"
     )
     run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
+    run.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="run cells in N worker processes"
+    )
     run.add_argument(
         "--no-share",
         action="store_true",

@@ -131,9 +131,13 @@ class Runner:
         argv: list[str] | None = None,
         metering: bool | None = None,
         share: bool = True,
+        jobs: int = 1,
     ) -> None:
+        if jobs < 1:
+            raise PcnbenchError(f"--jobs must be ≥ 1 (got {jobs})")
         self.loaded = loaded
         self.share = share
+        self.jobs = jobs
         self.host = host
         self.output = loaded.output_dir(output)
         self.device_override = device
@@ -220,6 +224,9 @@ class Runner:
         data_key, data = None, None
         status = "done"
         try:
+            if self.jobs > 1 and len(todo) > 1:
+                self._run_parallel(todo, store, run_id, device, summary, progress, total)
+                todo = []
             for cell in todo:
                 key = (cell.dataset.name, repr(cell.dataset.params), cell.recipe.validation_split)
                 load_error = None
@@ -250,6 +257,68 @@ class Runner:
                 meters.close()
         return summary
 
+    def _run_parallel(
+        self,
+        todo: list[Cell],
+        store: Store,
+        run_id: int,
+        device: str,
+        summary: RunSummary,
+        progress: Any,
+        total: Any,
+    ) -> None:
+        """Run `todo` in `self.jobs` worker processes, storing each outcome as it arrives."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        import torch
+
+        from pcnbench.workers import WorkerConfig, init_worker, run_in_worker
+
+        context = multiprocessing.get_context("spawn")
+        gpus = None
+        if device.startswith("cuda") and torch.cuda.device_count() > 1:
+            gpus = context.Queue()
+            for i in range(self.jobs):
+                gpus.put(i % torch.cuda.device_count())
+        config = WorkerConfig(
+            suite_file=self.loaded.file,
+            suite_text=self.loaded.text,
+            output=str(self.output),
+            device=device,
+            metering=self._meterset is not None,
+            share=self.share,
+            # divide the cores so N workers do not oversubscribe them
+            threads=max(1, (os.cpu_count() or 1) // self.jobs),
+        )
+        pool = ProcessPoolExecutor(
+            max_workers=self.jobs,
+            mp_context=context,
+            initializer=init_worker,
+            initargs=(config, gpus),
+        )
+        pending = {}
+        try:
+            for cell in todo:
+                store.start_cell(cell, run_id, device)
+                pending[pool.submit(run_in_worker, cell.id)] = cell
+            for future in as_completed(pending):
+                cell = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # the worker died (killed, out of memory, ...)
+                    outcome = Outcome("failed", error=f"worker failed: {type(exc).__name__}: {exc}")
+                ok = self._store_outcome(cell, store, outcome)
+                (summary.done if ok else summary.failed).append(cell.id)
+                if progress:
+                    progress.advance(total)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for cell in pending.values():
+                self._interrupted(cell, store, 0.0)
+            raise
+        pool.shutdown()
+
     def _run_one(
         self,
         cell: Cell,
@@ -261,75 +330,134 @@ class Runner:
         progress: Any,
     ) -> bool:
         store.start_cell(cell, run_id, device)
-        hook = self.host.hook
         started = time.perf_counter()
         task = progress.add_task(cell.label, total=None) if progress else None
-        session = None
+
+        def on_progress(step: int, total: int) -> None:
+            if progress:
+                progress.update(task, completed=step, total=total)
+
         try:
-            if load_error is not None:
-                raise _DataUnavailableError(load_error)
-            hook.on_cell_start(cell=cell)
-
-            def on_progress(step: int, total: int) -> None:
-                if progress:
-                    progress.update(task, completed=step, total=total)
-
-            def on_epoch_end(record: Any) -> None:
-                hook.on_epoch_end(cell=cell, record=record)
-
-            meters = self._meterset
-            window = meters.start(kind="cell") if meters is not None else None
-            window_began = time.perf_counter()
-            session = run_cell(
+            outcome = execute_cell(
                 cell,
                 self.host,
                 data,
+                load_error,
                 device,
-                on_epoch_end=on_epoch_end,
-                on_progress=on_progress,
-                meters=meters,
+                meters=self._meterset,
                 trunk=self.trunk_cache(cell, device),
+                on_progress=on_progress,
             )
-            cell_columns = {}
-            if meters is not None:
-                window_s = time.perf_counter() - window_began
-                readings = meters.stop(window, window_s)
-                cell_columns = {f"cell_{k}": v for k, v in reading_columns(readings).items()}
-                apportion_estimates(session.results, readings, window_s)
         except KeyboardInterrupt:
-            store.finish_cell(
-                cell.id,
-                "interrupted",
-                error="interrupted by the user (Ctrl-C); the next run retries this cell",
-                wall_time_s=time.perf_counter() - started,
-            )
-            hook.on_cell_end(cell=cell, status="interrupted", results=[])
+            self._interrupted(cell, store, time.perf_counter() - started)
             raise
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, _DataUnavailableError) else traceback.format_exc()
-            store.finish_cell(
-                cell.id, "failed", error=message, wall_time_s=time.perf_counter() - started
-            )
-            hook.on_cell_end(cell=cell, status="failed", results=[])
-            return False
         finally:
             if progress:
                 progress.remove_task(task)
+        return self._store_outcome(cell, store, outcome)
+
+    def _interrupted(self, cell: Cell, store: Store, seconds: float) -> None:
         store.finish_cell(
             cell.id,
-            "done",
-            results=session.results,
-            epochs=session.records,
-            phases=session.phases,
-            wall_time_s=time.perf_counter() - started,
-            extra=cell_columns,
+            "interrupted",
+            error="interrupted by the user (Ctrl-C); the next run retries this cell",
+            wall_time_s=seconds,
         )
-        hook.on_cell_end(cell=cell, status="done", results=list(session.results))
-        return True
+        self.host.hook.on_cell_end(cell=cell, status="interrupted", results=[])
+
+    def _store_outcome(self, cell: Cell, store: Store, outcome: Outcome) -> bool:
+        store.finish_cell(
+            cell.id,
+            outcome.status,
+            results=outcome.results,
+            epochs=outcome.epochs,
+            phases=outcome.phases,
+            error=outcome.error,
+            wall_time_s=outcome.wall_time_s,
+            extra=outcome.cell_columns,
+        )
+        self.host.hook.on_cell_end(cell=cell, status=outcome.status, results=outcome.results)
+        return outcome.status == "done"
 
 
 class _DataUnavailableError(Exception):
     """The cell's dataset could not be loaded; the message says why."""
 
 
-__all__ = ["RunSummary", "Runner", "SuiteError", "pick_device", "run_cell"]
+@dataclass
+class Outcome:
+    """What running one cell produced, in any process: the driver stores it."""
+
+    status: str  # done | failed
+    error: str | None = None
+    results: list[dict] = field(default_factory=list)
+    epochs: list[Any] = field(default_factory=list)
+    phases: list[Any] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    cell_columns: dict[str, Any] = field(default_factory=dict)
+
+
+def execute_cell(
+    cell: Cell,
+    host: PluginHost,
+    data: Any,
+    load_error: str | None,
+    device: str,
+    *,
+    meters: MeterSet | None,
+    trunk: TrunkCache | None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Outcome:
+    """Run one cell and describe what happened (KeyboardInterrupt propagates)."""
+    hook = host.hook
+    started = time.perf_counter()
+    try:
+        if load_error is not None:
+            raise _DataUnavailableError(load_error)
+        hook.on_cell_start(cell=cell)
+
+        def on_epoch_end(record: Any) -> None:
+            hook.on_epoch_end(cell=cell, record=record)
+
+        window = meters.start(kind="cell") if meters is not None else None
+        window_began = time.perf_counter()
+        session = run_cell(
+            cell,
+            host,
+            data,
+            device,
+            on_epoch_end=on_epoch_end,
+            on_progress=on_progress,
+            meters=meters,
+            trunk=trunk,
+        )
+        cell_columns: dict[str, Any] = {}
+        if meters is not None:
+            window_s = time.perf_counter() - window_began
+            readings = meters.stop(window, window_s)
+            cell_columns = {f"cell_{k}": v for k, v in reading_columns(readings).items()}
+            apportion_estimates(session.results, readings, window_s)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, _DataUnavailableError) else traceback.format_exc()
+        return Outcome("failed", error=message, wall_time_s=time.perf_counter() - started)
+    return Outcome(
+        "done",
+        results=list(session.results),
+        epochs=list(session.records),
+        phases=list(session.phases),
+        wall_time_s=time.perf_counter() - started,
+        cell_columns=cell_columns,
+    )
+
+
+__all__ = [
+    "Outcome",
+    "RunSummary",
+    "Runner",
+    "SuiteError",
+    "execute_cell",
+    "pick_device",
+    "run_cell",
+]

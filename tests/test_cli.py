@@ -207,3 +207,16 @@ def test_run_builds_the_report_and_report_rebuilds_it(write_suite, tmp_path, cap
     assert main(["report", str(out)]) == 0
     assert (out / "index.html").is_file()
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_jobs_2_runs_cells_in_worker_processes_with_the_same_results(write_suite, tmp_path):
+    suite = str(write_suite(GRID))
+    for jobs in (1, 2):
+        assert run_cli(suite, "--output", str(tmp_path / f"j{jobs}"), "--jobs", str(jobs)) == 0
+
+    def stored(out):
+        with sqlite3.connect(out / "results.db") as db:
+            return sorted(db.execute("SELECT cell_id, params, accuracy, step FROM results"))
+
+    one, two = stored(tmp_path / "j1"), stored(tmp_path / "j2")
+    assert len(one) == 4 and one == two
