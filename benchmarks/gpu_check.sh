@@ -2,14 +2,7 @@
 # One-shot GPU check, run on a CUDA machine from the repository root with wheels in .whl/
 # for what its Python lacks (pydantic). Writes results under $OUT (default ./gpu-out).
 set -uo pipefail
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
-    --target /tmp/site . || exit 1
-export PYTHONPATH=/tmp/site
+source "$(dirname "$0")/gpu_setup.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 echo "== quickstart (device auto)"

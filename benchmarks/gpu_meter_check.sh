@@ -2,14 +2,7 @@
 # One-shot GPU metering check: `pcnbench env`, then one short ResNet-20 cell on CUDA with its
 # NVML energy figures. Run from the repository root with wheels for what the machine lacks in .whl/.
 set -uo pipefail
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
-    --target /tmp/site . || exit 1
-export PYTHONPATH=/tmp/site
+source "$(dirname "$0")/gpu_setup.sh"
 export COLUMNS=160
 python3 -m pcnbench.cli env
 python3 -m pcnbench.cli run benchmarks/gpu_resnet.yaml --only "width=1" --output "$OUT/run" \

@@ -228,19 +228,9 @@ class Runner:
                 self._run_parallel(todo, store, run_id, device, summary, progress, total)
                 todo = []
             for cell in todo:
-                key = (cell.dataset.name, repr(cell.dataset.params), cell.recipe.validation_split)
                 load_error = None
-                if key != data_key:
-                    data, data_key = None, key
-                    try:
-                        plugin = self.host.datasets.get(cell.dataset.name)
-                        data = plugin.load(cell.dataset.params)
-                    except PcnbenchError as exc:
-                        load_error = f"dataset '{cell.dataset.name}': {exc}"
-                        data_key = None
-                    except Exception:
-                        load_error = traceback.format_exc()
-                        data_key = None
+                if data_key != dataset_key(cell):
+                    data, data_key, load_error = load_data(self.host, cell)
                 ok = self._run_one(cell, store, run_id, device, data, load_error, progress)
                 (summary.done if ok else summary.failed).append(cell.id)
                 if progress:
@@ -378,6 +368,22 @@ class Runner:
         )
         self.host.hook.on_cell_end(cell=cell, status=outcome.status, results=outcome.results)
         return outcome.status == "done"
+
+
+def dataset_key(cell: Cell) -> tuple[Any, ...]:
+    """What decides a cell's loaded data: cells with the same key share it in memory."""
+    return (cell.dataset.name, repr(cell.dataset.params), cell.recipe.validation_split)
+
+
+def load_data(host: PluginHost, cell: Cell) -> tuple[Any, tuple[Any, ...] | None, str | None]:
+    """(data, its key, None), or (None, None, why) when the dataset cannot be loaded."""
+    try:
+        data = host.datasets.get(cell.dataset.name).load(cell.dataset.params)
+    except PcnbenchError as exc:
+        return None, None, f"dataset '{cell.dataset.name}': {exc}"
+    except Exception:
+        return None, None, traceback.format_exc()
+    return data, dataset_key(cell), None
 
 
 class _DataUnavailableError(Exception):

@@ -443,7 +443,6 @@ class Session:
         self._set_rng_state(state.rng)
         self._epoch_tally = state.tally
         reused = clip_segments(state.segments, start, best)
-        trained = self._steps_trained
         for seg in reused:
             steps = seg.end_step - seg.start_step
             self.phases.append(
@@ -459,7 +458,6 @@ class Session:
                 )
             )
             self._steps_trained += steps
-        self._steps_trained = trained + best - start
         self._reused_steps += best - start
         new_records = [r for r in state.records if r.step > start]
         self.records.extend(new_records)

@@ -36,6 +36,7 @@ def init_worker(config: WorkerConfig, gpus: Any = None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     import torch
 
+    from pcnbench.cells import expand
     from pcnbench.manager import load_plugins
     from pcnbench.runner import Runner, set_determinism
     from pcnbench.suite import load_suite
@@ -49,29 +50,22 @@ def init_worker(config: WorkerConfig, gpus: Any = None) -> None:
     meters = runner.meters()
     if meters is not None:
         meters.prepare()
-    _STATE.update(config=config, host=host, loaded=loaded, runner=runner, meters=meters)
+    cells = {cell.id: cell for cell in expand(loaded)}
+    _STATE.update(
+        config=config, host=host, loaded=loaded, runner=runner, meters=meters, cells=cells
+    )
     _STATE["data_key"], _STATE["data"] = None, None
 
 
 def run_in_worker(cell_id: str) -> Any:
     """Run the cell `cell_id` of the worker's suite and return its Outcome."""
-    from pcnbench.cells import expand
-    from pcnbench.errors import PcnbenchError
-    from pcnbench.runner import Outcome, execute_cell
+    from pcnbench.runner import Outcome, dataset_key, execute_cell, load_data
 
-    config, host, loaded, runner = (_STATE[k] for k in ("config", "host", "loaded", "runner"))
-    cell = next(c for c in expand(loaded) if c.id == cell_id)
-    key = (cell.dataset.name, repr(cell.dataset.params), cell.recipe.validation_split)
+    config, host, runner = (_STATE[k] for k in ("config", "host", "runner"))
+    cell = _STATE["cells"][cell_id]
     load_error = None
-    if key != _STATE["data_key"]:
-        _STATE["data_key"], _STATE["data"] = None, None
-        try:
-            _STATE["data"] = host.datasets.get(cell.dataset.name).load(cell.dataset.params)
-            _STATE["data_key"] = key
-        except PcnbenchError as exc:
-            load_error = f"dataset '{cell.dataset.name}': {exc}"
-        except Exception as exc:
-            load_error = f"dataset '{cell.dataset.name}': {type(exc).__name__}: {exc}"
+    if _STATE["data_key"] != dataset_key(cell):
+        _STATE["data"], _STATE["data_key"], load_error = load_data(host, cell)
     device = config.device
     outcome: Outcome = execute_cell(
         cell,

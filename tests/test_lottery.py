@@ -9,10 +9,8 @@ from typing import Any
 import pytest
 import torch
 from pydantic import ValidationError
-from torch import nn
 from torch.nn.utils import prune
 
-from pcnbench.api import TensorSplits
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.masks import masked_parameters
 from pcnbench.recipe import Recipe
@@ -21,27 +19,7 @@ from pcnbench.suite import load_suite
 from pcnbench_plugins.lottery import Lottery, LotteryParams, rewind_step
 from pcnbench_plugins.pruning import ceil_prune_count, imp_masks, prunable_layers
 from tests.conftest import BASE_SUITE
-
-
-def convnet(seed: int = 0) -> nn.Sequential:
-    """Two convs (the first with BatchNorm) and a linear head: 36 + 216 + 384 weights."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Conv2d(4, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(6 * 4 * 4, 4),
-    )
-
-
-def image_splits(n: int = 48, seed: int = 0) -> TensorSplits:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n + 16, 1, 4, 4, generator=g)
-    y = torch.randint(0, 4, (n + 16,), generator=g)
-    return TensorSplits(x[:n], y[:n], x[n:], y[n:], (0.5,), (0.25,))
+from tests.nets import convnet, image_splits
 
 
 def recipe(epochs: int = 3, **overrides: object) -> Recipe:

@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn.utils import prune
 
-from pcnbench.api import TensorSplits
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.masks import masked_parameters
 from pcnbench.recipe import Recipe
@@ -29,27 +28,7 @@ from pcnbench_plugins.pruning import (
     zhu_gupta_update_steps,
 )
 from tests.conftest import BASE_SUITE
-
-
-def convnet(seed: int = 0) -> nn.Sequential:
-    """Two convs with BatchNorm and a linear head: 36 + 216 + 384 = 636 prunable weights."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Conv2d(4, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(6 * 4 * 4, 4),
-    )
-
-
-def image_splits(n: int = 48, seed: int = 0) -> TensorSplits:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n + 16, 1, 4, 4, generator=g)
-    y = torch.randint(0, 4, (n + 16,), generator=g)
-    return TensorSplits(x[:n], y[:n], x[n:], y[n:], (0.5,), (0.25,))
+from tests.nets import convnet, image_splits
 
 
 def recipe(epochs: int = 4, **overrides: object) -> Recipe:
