@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,11 +18,15 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from pcnbench.report import ReportData
+    from pcnbench.runner import Outcome
     from pcnbench.session import Session
+    from pcnbench.workers import Job
 
 __all__ = [
     "DataInfo",
     "DatasetPlugin",
+    "Executor",
+    "ExecutorEvents",
     "FolderSplits",
     "Meter",
     "MeterProbe",
@@ -195,3 +199,34 @@ class Meter:
 
     def close(self) -> None:
         """Release resources (threads, library handles) at the end of a run."""
+
+
+class ExecutorEvents(Protocol):
+    """What an executor tells the driver, from the driver's thread, as cells progress."""
+
+    def started(self, cell_id: str, device: str) -> None:
+        """The cell began on `device` (e.g. "cuda:0", "cpu", "cuda@10.0.0.3")."""
+
+    def progress(self, cell_id: str, step: int, total: int) -> None:
+        """The cell reached optimizer step `step` of `total`."""
+
+    def finished(self, cell_id: str, outcome: Outcome) -> None:
+        """The cell ended: its outcome (failed with the reason when its worker died)."""
+
+
+class Executor:
+    """Contract of an executor: run cells somewhere and hand each outcome back to the driver.
+
+    Only the driver writes the store: `run` reports every cell through `events` (in the
+    driver's thread) and returns when all have finished. On KeyboardInterrupt it stops its
+    workers and re-raises; the driver marks the cells still running as interrupted.
+    """
+
+    name: str = ""
+
+    def check(self, job: Job) -> None:
+        """Raise PcnbenchError if this executor cannot run `job` here (say what to install)."""
+
+    def run(self, job: Job, cell_ids: list[str], events: ExecutorEvents) -> None:
+        """Run the cells `cell_ids` of `job` and report each through `events`."""
+        raise NotImplementedError

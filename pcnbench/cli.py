@@ -112,6 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         metering=False if args.no_meter else None,
         share=not args.no_share,
         jobs=args.jobs,
+        executor=args.executor,
+        address=args.address,
     )
     cells, todo = runner.plan(args.only, args.force)
     if args.dry_run:
@@ -187,19 +189,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     host = load_plugins(strict=False)
     table = Table(title="pcnbench plugins (entry-point group 'pcnbench')")
-    for header in ("plugin", "distribution", "version", "methods", "models", "datasets"):
+    for header in ("plugin", "distribution", "version", "registers"):
         table.add_column(header)
     for info in host.infos.values():
-
-        def names(kind: str, _info: Any = info) -> str:
-            got = _info.registers.get(kind, [])
+        parts = []
+        for kind, got in info.registers.items():
+            shown = ", ".join(got) if len(got) <= 8 else ", ".join(got[:6])
             if len(got) > 8:
-                return ", ".join(got[:6]) + f", … ({len(got)} in all)"
-            return ", ".join(got)
-
-        methods = names("methods") if not info.error else f"[failed] {info.error}"
-        cells = (info.name, info.distribution, info.version, methods)
-        table.add_row(*(Text(c) for c in (*cells, names("models"), names("datasets"))))
+                shown += f", … ({len(got)} in all)"
+            parts.append(f"{kind}: {shown}")
+        registers = f"[failed] {info.error}" if info.error else "; ".join(parts)
+        table.add_row(*(Text(c) for c in (info.name, info.distribution, info.version, registers)))
     _console().print(table)
     return EXIT_FAILED_CELLS if host.failures() else EXIT_OK
 
@@ -305,7 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     run.add_argument(
-        "--jobs", type=int, default=1, metavar="N", help="run cells in N worker processes"
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="local executor: run cells in N worker processes (default: the suite's executor.jobs)",
+    )
+    run.add_argument(
+        "--executor",
+        metavar="NAME",
+        help="where cells run: local, ray or a plugin's executor (default: the suite's executor)",
+    )
+    run.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="ray: join this cluster (e.g. auto, or ray://head:10001) instead of starting Ray",
     )
     run.add_argument(
         "--no-share",

@@ -43,6 +43,11 @@ def register_reporters(register: Register) -> None:
 
 
 @hookspec
+def register_executors(register: Register) -> None:
+    """Register executors: call ``register(e)`` with each `pcnbench.api.Executor`."""
+
+
+@hookspec
 def on_cell_start(cell: Any) -> None:
     """Called in the driver before a cell trains, with its `pcnbench.cells.Cell`."""
 

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from pcnbench import hookspecs
-from pcnbench.api import DatasetPlugin, Meter, Method, ModelPlugin, Reporter
+from pcnbench.api import DatasetPlugin, Executor, Meter, Method, ModelPlugin, Reporter
 from pcnbench.errors import PluginError
 
 GROUP = "pcnbench"
@@ -23,6 +23,7 @@ _KINDS: dict[str, tuple[str, type]] = {
     "dataset": ("register_datasets", DatasetPlugin),
     "reporter": ("register_reporters", Reporter),
     "meter": ("register_meters", Meter),
+    "executor": ("register_executors", Executor),
 }
 
 
@@ -98,6 +99,9 @@ class PluginHost:
         self.datasets: Registry[DatasetPlugin] = Registry("dataset")
         self.reporters: Registry[Reporter] = Registry("reporter")
         self.meters: Registry[Meter] = Registry("meter")
+        self.executors: Registry[Executor] = Registry("executor")
+        # plugins registered in code, as importable references a worker process can rebuild
+        self.in_code: dict[str, str | None] = {}
         self.infos: dict[str, PluginInfo] = {}
 
     @property
@@ -190,6 +194,29 @@ class PluginHost:
                 yield name, caller.get_hookimpls()
 
 
+def importable(plugin: object) -> str | None:
+    """'module' or 'module:Class' that rebuilds `plugin` in another process (None: cannot)."""
+    import inspect
+    import sys
+
+    if inspect.ismodule(plugin):
+        return plugin.__name__
+    cls = type(plugin)
+    module = sys.modules.get(cls.__module__)
+    if module is None or getattr(module, cls.__qualname__, None) is not cls:
+        return None
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def rebuild(reference: str) -> object:
+    """Import the plugin an `importable` reference names (instantiating a class)."""
+    import importlib
+
+    module_name, _, qualname = reference.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, qualname)() if qualname else module
+
+
 def load_plugins(
     extra: Iterable[tuple[str, object]] = (), *, entry_points: bool = True, strict: bool = True
 ) -> PluginHost:
@@ -218,6 +245,7 @@ def load_plugins(
             host.add(module, ep.name, dist, version)
     for name, plugin in extra:
         host.add(plugin, name, "(registered in code)", "")
+        host.in_code[name] = importable(plugin)
     host.collect(strict=False)
     if strict:
         host.raise_for_failures()

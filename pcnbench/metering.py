@@ -173,7 +173,10 @@ def energy_columns(phases: Iterable[Any], kinds: tuple[str, ...] = ("train",)) -
     est_j = est_co2 = 0.0
     est_seen = False
     peak, peak_method = math.nan, "unmetered (no memory meter)"
+    resumed_s = 0.0
     for phase in phases:
+        if phase.kind in kinds:
+            resumed_s += getattr(phase, "resumed_s", 0.0)
         for r in getattr(phase, "readings", ()):
             if "peak_mem_bytes" in r.extra:
                 value = r.extra["peak_mem_bytes"]
@@ -211,6 +214,11 @@ def energy_columns(phases: Iterable[Any], kinds: tuple[str, ...] = ("train",)) -
     for (component, _method), joules in measured.items():
         columns[f"train_{component}_energy_j"] = columns.get(f"train_{component}_energy_j", 0) + (
             joules
+        )
+    if resumed_s > 0:
+        notes.add(
+            f"{resumed_s:.1f} s of training done before an interruption (resumed from a"
+            " checkpoint) is not in the energy figures"
         )
     if notes:
         columns["energy_note"] = "; ".join(sorted(notes))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import threading
 import time
 import traceback
@@ -14,6 +15,7 @@ from typing import Any
 
 import pcnbench
 from pcnbench.cells import Cell, cell_config, expand, select
+from pcnbench.checkpoint import CellCheckpoint
 from pcnbench.errors import PcnbenchError, SuiteError
 from pcnbench.lock import OutputLock
 from pcnbench.manager import PluginHost
@@ -22,6 +24,7 @@ from pcnbench.provenance import environment
 from pcnbench.store import Store
 from pcnbench.suite import LoadedSuite
 from pcnbench.trunk import TrunkCache, trunk_key
+from pcnbench.workers import Job, WorkerConfig
 
 
 @dataclass
@@ -85,10 +88,12 @@ def run_cell(
     on_progress: Callable[[int, int], None] | None = None,
     meters: MeterSet | None = None,
     trunk: TrunkCache | None = None,
+    checkpoint: CellCheckpoint | None = None,
 ) -> Any:
     """Build the cell's model, hand a fresh Session to its method, and return the session.
 
-    With `trunk`, the session shares the dense prefix of its training through that cache.
+    With `trunk`, the session shares the dense prefix of its training through that cache;
+    with `checkpoint`, it saves its state at epoch boundaries and resumes from it.
     """
     from pcnbench.session import Session
 
@@ -107,6 +112,7 @@ def run_cell(
         meters=meters if meters is not None else MeterSet(),
         measure_inference=meters is not None,
         trunk=trunk,
+        checkpoint=checkpoint,
     )
     host.methods.get(cell.method.name).run(session, cell.method.params)
     if not session.results:
@@ -131,13 +137,20 @@ class Runner:
         argv: list[str] | None = None,
         metering: bool | None = None,
         share: bool = True,
-        jobs: int = 1,
+        jobs: int | None = None,
+        executor: str | None = None,
+        address: str | None = None,
     ) -> None:
-        if jobs < 1:
+        if jobs is not None and jobs < 1:
             raise PcnbenchError(f"--jobs must be ≥ 1 (got {jobs})")
         self.loaded = loaded
         self.share = share
-        self.jobs = jobs
+        self.jobs = jobs  # None: the suite's executor.jobs
+        self.executor_name = executor  # None: the suite's executor.name
+        self.address = address
+        self._cells: dict[str, Cell] = {}
+        self._device = "cpu"
+        self._meterset: MeterSet | None = None
         self.host = host
         self.output = loaded.output_dir(output)
         self.device_override = device
@@ -200,15 +213,90 @@ class Runner:
         with OutputLock(self.output):
             return self._run(only=only, force=force)
 
+    def checkpoint(self, cell: Cell, device: str) -> CellCheckpoint | None:
+        """Where `cell` keeps its epoch-boundary checkpoints (None when they are off)."""
+        spec = self.loaded.suite.checkpoints
+        if not spec.enabled:
+            return None
+        import torch
+
+        key = trunk_key(
+            cell_config(cell.dataset, cell.model, cell.method, cell.seed, cell.recipe, for_id=True),
+            method=cell.method.name,
+            pcnbench=pcnbench.__version__,
+            torch=torch.__version__,
+            device=torch.device(device).type,
+            deterministic=self.loaded.suite.deterministic,
+        )
+        return CellCheckpoint(self.output / "checkpoints" / cell.id, key, every_s=spec.every_s)
+
+    def clear_checkpoint(self, cell: Cell) -> None:
+        """Delete the checkpoints of `cell` (it finished, or --force retrains it)."""
+        shutil.rmtree(self.output / "checkpoints" / cell.id, ignore_errors=True)
+
+    def job(self, device: str) -> Job:
+        """The run as an executor sees it: how workers rebuild it, and the driver's settings."""
+        spec = self.loaded.suite.executor
+        resources = self.loaded.suite.resources
+        name = self.executor_name or spec.name
+        jobs = self.jobs if self.jobs is not None else spec.jobs
+        gpus = resources.gpus
+        if gpus is None and device != "auto":
+            gpus = 1.0 if device.startswith("cuda") else 0.0
+        missing = [n for n, ref in self.host.in_code.items() if ref is None]
+        config = WorkerConfig(
+            suite_file=self.loaded.file,
+            suite_text=self.loaded.text,
+            output=str(self.output.resolve()),
+            cwd=os.getcwd(),
+            device=device,
+            metering=self.metering,
+            share=self.share,
+            # divide the cores so N local workers do not oversubscribe them
+            threads=max(1, (os.cpu_count() or 1) // jobs) if name == "local" else 0,
+            plugins_in_code=tuple(
+                (n, ref) for n, ref in self.host.in_code.items() if ref is not None
+            ),
+        )
+        if missing and not (name == "local" and jobs == 1):
+            raise PcnbenchError(
+                f"plugin '{missing[0]}' was registered in code and cannot be rebuilt in a worker"
+                " process (make it a module or a class importable by its qualified name)"
+            )
+        return Job(
+            config=config,
+            jobs=jobs,
+            address=self.address if self.address is not None else spec.address,
+            options=dict(spec.options),
+            cpus=resources.cpus,
+            gpus=gpus,
+            in_process=self._in_process,
+        )
+
     def _run(self, *, only: str | None, force: bool) -> RunSummary:
-        device = pick_device(self.loaded, self.device_override)
-        set_determinism(self.loaded.suite.deterministic, device)
+        name = self.executor_name or self.loaded.suite.executor.name
+        if name not in self.host.executors:
+            raise PcnbenchError(f"--executor: {self.host.executors.unknown_message(name)}")
+        executor = self.host.executors.get(name)
+        if name == "local":
+            device = pick_device(self.loaded, self.device_override)
+            set_determinism(self.loaded.suite.deterministic, device)
+        else:  # resolved by each worker: the driver may be a machine without the GPUs
+            device = self.device_override or self.loaded.suite.device
         cells, todo = self.plan(only, force)
+        job = self.job(device)
+        executor.check(job)
+        if force:
+            for cell in todo:  # --force retrains from scratch, not from a checkpoint
+                self.clear_checkpoint(cell)
         meters = self.meters()
-        if meters is not None and todo:
+        in_process = name == "local" and job.jobs == 1
+        if meters is not None and todo and in_process:
             # slow one-time meter setup (codecarbon's hardware probe) overlaps the first cell
             threading.Thread(target=meters.prepare, name="pcnbench-meters", daemon=True).start()
-        self._meterset = meters
+        self._meterset = meters if in_process else None
+        self._device = device
+        self._data: tuple[Any, Any] = (None, None)
         summary = RunSummary(self.output, selected=len(cells), skipped=len(cells) - len(todo))
         store = Store(self.output / "results.db")
         run_id = store.begin_run(
@@ -219,26 +307,17 @@ class Runner:
             self.argv,
             environment(self.loaded.file),
         )
-        progress = self.progress
-        total = progress.add_task("suite", total=len(todo)) if progress else None
-        data_key, data = None, None
+        driver = _Driver(self, store, run_id, {c.id: c for c in todo}, summary)
         status = "done"
         try:
-            if self.jobs > 1 and len(todo) > 1:
-                self._run_parallel(todo, store, run_id, device, summary, progress, total)
-                todo = []
-            for cell in todo:
-                load_error = None
-                if data_key != dataset_key(cell):
-                    data, data_key, load_error = load_data(self.host, cell)
-                ok = self._run_one(cell, store, run_id, device, data, load_error, progress)
-                (summary.done if ok else summary.failed).append(cell.id)
-                if progress:
-                    progress.advance(total)
+            if todo:
+                executor.run(job, [c.id for c in todo], driver)
         except KeyboardInterrupt:
             summary.interrupted = True
             status = "interrupted"
+            driver.interrupted()
         finally:
+            driver.close()
             if status != "interrupted" and summary.failed:
                 status = "failed"
             store.end_run(run_id, status)
@@ -247,113 +326,25 @@ class Runner:
                 meters.close()
         return summary
 
-    def _run_parallel(
-        self,
-        todo: list[Cell],
-        store: Store,
-        run_id: int,
-        device: str,
-        summary: RunSummary,
-        progress: Any,
-        total: Any,
-    ) -> None:
-        """Run `todo` in `self.jobs` worker processes, storing each outcome as it arrives."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        import torch
-
-        from pcnbench.workers import WorkerConfig, init_worker, run_in_worker
-
-        context = multiprocessing.get_context("spawn")
-        gpus = None
-        if device.startswith("cuda") and torch.cuda.device_count() > 1:
-            gpus = context.Queue()
-            for i in range(self.jobs):
-                gpus.put(i % torch.cuda.device_count())
-        config = WorkerConfig(
-            suite_file=self.loaded.file,
-            suite_text=self.loaded.text,
-            output=str(self.output),
-            device=device,
-            metering=self._meterset is not None,
-            share=self.share,
-            # divide the cores so N workers do not oversubscribe them
-            threads=max(1, (os.cpu_count() or 1) // self.jobs),
+    def _in_process(self, cell_id: str, on_progress: Callable[[int, int], None]) -> Outcome:
+        """Run a cell in the driver's process (the serial `local` executor's path)."""
+        cell = self._cells[cell_id]
+        load_error = None
+        data_key, data = self._data
+        if data_key != dataset_key(cell):
+            data, data_key, load_error = load_data(self.host, cell)
+            self._data = (data_key, data)
+        return execute_cell(
+            cell,
+            self.host,
+            data,
+            load_error,
+            self._device,
+            meters=self._meterset,
+            trunk=self.trunk_cache(cell, self._device),
+            checkpoint=self.checkpoint(cell, self._device),
+            on_progress=on_progress,
         )
-        pool = ProcessPoolExecutor(
-            max_workers=self.jobs,
-            mp_context=context,
-            initializer=init_worker,
-            initargs=(config, gpus),
-        )
-        pending = {}
-        try:
-            for cell in todo:
-                store.start_cell(cell, run_id, device)
-                pending[pool.submit(run_in_worker, cell.id)] = cell
-            for future in as_completed(pending):
-                cell = pending.pop(future)
-                try:
-                    outcome = future.result()
-                except Exception as exc:  # the worker died (killed, out of memory, ...)
-                    outcome = Outcome("failed", error=f"worker failed: {type(exc).__name__}: {exc}")
-                ok = self._store_outcome(cell, store, outcome)
-                (summary.done if ok else summary.failed).append(cell.id)
-                if progress:
-                    progress.advance(total)
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for cell in pending.values():
-                self._interrupted(cell, store, 0.0)
-            raise
-        pool.shutdown()
-
-    def _run_one(
-        self,
-        cell: Cell,
-        store: Store,
-        run_id: int,
-        device: str,
-        data: Any,
-        load_error: str | None,
-        progress: Any,
-    ) -> bool:
-        store.start_cell(cell, run_id, device)
-        started = time.perf_counter()
-        task = progress.add_task(cell.label, total=None) if progress else None
-
-        def on_progress(step: int, total: int) -> None:
-            if progress:
-                progress.update(task, completed=step, total=total)
-
-        try:
-            outcome = execute_cell(
-                cell,
-                self.host,
-                data,
-                load_error,
-                device,
-                meters=self._meterset,
-                trunk=self.trunk_cache(cell, device),
-                on_progress=on_progress,
-            )
-        except KeyboardInterrupt:
-            self._interrupted(cell, store, time.perf_counter() - started)
-            raise
-        finally:
-            if progress:
-                progress.remove_task(task)
-        return self._store_outcome(cell, store, outcome)
-
-    def _interrupted(self, cell: Cell, store: Store, seconds: float) -> None:
-        store.finish_cell(
-            cell.id,
-            "interrupted",
-            error="interrupted by the user (Ctrl-C); the next run retries this cell",
-            wall_time_s=seconds,
-        )
-        self.host.hook.on_cell_end(cell=cell, status="interrupted", results=[])
 
     def _store_outcome(self, cell: Cell, store: Store, outcome: Outcome) -> bool:
         store.finish_cell(
@@ -368,6 +359,68 @@ class Runner:
         )
         self.host.hook.on_cell_end(cell=cell, status=outcome.status, results=outcome.results)
         return outcome.status == "done"
+
+
+class _Driver:
+    """The driver's side of an executor: stores outcomes, moves progress bars, keeps tally."""
+
+    def __init__(
+        self, runner: Runner, store: Store, run_id: int, cells: dict[str, Cell], summary: RunSummary
+    ) -> None:
+        self.runner, self.store, self.run_id = runner, store, run_id
+        self.cells = cells
+        runner._cells = cells
+        self.summary = summary
+        self.bars = runner.progress
+        self.suite_task = self.bars.add_task("suite", total=len(cells)) if self.bars else None
+        self.running: dict[str, tuple[float, Any]] = {}  # cell id → (start time, progress task)
+
+    def started(self, cell_id: str, device: str) -> None:
+        """Mark the cell running in the store and give it a progress bar."""
+        cell = self.cells[cell_id]
+        self.store.start_cell(cell, self.run_id, device)
+        task = self.bars.add_task(cell.label, total=None) if self.bars else None
+        self.running[cell_id] = (time.perf_counter(), task)
+
+    def progress(self, cell_id: str, step: int, total: int) -> None:
+        """Move the cell's progress bar."""
+        if self.bars and cell_id in self.running:
+            self.bars.update(self.running[cell_id][1], completed=step, total=total)
+
+    def finished(self, cell_id: str, outcome: Outcome) -> None:
+        """Store the outcome; a cell that is done drops its checkpoints."""
+        if cell_id not in self.running:  # e.g. its worker died before it could say so
+            self.started(cell_id, "unknown (the worker ended before reporting)")
+        _, task = self.running.pop(cell_id)
+        if self.bars:
+            self.bars.remove_task(task)
+            self.bars.advance(self.suite_task)
+        cell = self.cells[cell_id]
+        ok = self.runner._store_outcome(cell, self.store, outcome)
+        (self.summary.done if ok else self.summary.failed).append(cell_id)
+        if ok:
+            self.runner.clear_checkpoint(cell)
+
+    def interrupted(self) -> None:
+        """Ctrl-C: the cells still running are stored as interrupted (retried next run)."""
+        for cell_id, (began, _) in list(self.running.items()):
+            cell = self.cells[cell_id]
+            self.store.finish_cell(
+                cell_id,
+                "interrupted",
+                error="interrupted by the user (Ctrl-C); the next run retries this cell"
+                " from its last checkpoint",
+                wall_time_s=time.perf_counter() - began,
+            )
+            self.runner.host.hook.on_cell_end(cell=cell, status="interrupted", results=[])
+        self.running.clear()
+
+    def close(self) -> None:
+        """Remove the progress bars of this run."""
+        if self.bars:
+            for _, task in self.running.values():
+                self.bars.remove_task(task)
+            self.bars.remove_task(self.suite_task)
 
 
 def dataset_key(cell: Cell) -> tuple[Any, ...]:
@@ -412,6 +465,7 @@ def execute_cell(
     *,
     meters: MeterSet | None,
     trunk: TrunkCache | None,
+    checkpoint: CellCheckpoint | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Outcome:
     """Run one cell and describe what happened (KeyboardInterrupt propagates)."""
@@ -436,6 +490,7 @@ def execute_cell(
             on_progress=on_progress,
             meters=meters,
             trunk=trunk,
+            checkpoint=checkpoint,
         )
         cell_columns: dict[str, Any] = {}
         if meters is not None:

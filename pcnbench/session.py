@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcnbench.api import FolderSplits, Meter, Reading, TensorSplits
+from pcnbench.checkpoint import CellCheckpoint
 from pcnbench.counting import count_macs, count_params
 from pcnbench.data import make_source
 from pcnbench.inference import measure_inference
@@ -63,11 +64,14 @@ class PhaseRecord:
     end_step: int
     readings: list[Reading] = field(default_factory=list)  # meters' figures for the window
     reused: bool = False  # restored from the shared trunk: figures are those of its training
+    # seconds of this phase done by an interrupted run before a resume (in wall_s, unmetered)
+    resumed_s: float = 0.0
 
     def as_row(self) -> dict[str, Any]:
         """Flat columns for the phases table (meter readings spread into named columns)."""
         row = {k: getattr(self, k) for k in ("name", "kind", "wall_s", "cpu_s")}
         row.update(start_step=self.start_step, end_step=self.end_step, reused=self.reused)
+        row.update(resumed_s=self.resumed_s)
         row.update(reading_columns(self.readings))
         return row
 
@@ -89,6 +93,19 @@ class _TrunkPoint:
 
     segments: tuple[Segment, ...]
     records: tuple[EpochRecord, ...]
+
+
+@dataclass
+class _Frame:
+    """Clock readings at the start of the outermost open phase (shifted on a resume)."""
+
+    wall: float
+    cpu: float
+    carved: tuple[float, float]
+    carved_readings: int
+    start_step: int
+    metered_from: float  # when the meters' window opened (never shifted)
+    resumed_s: float = 0.0  # seconds credited from an interrupted run
 
 
 _UNTIL = re.compile(r"^\s*(\d+)\s*(ep|it)?\s*$")
@@ -117,6 +134,7 @@ class Session:
         meters: Sequence[Meter] | MeterSet = (),
         measure_inference: bool = True,
         trunk: TrunkCache | None = None,
+        checkpoint: CellCheckpoint | None = None,
     ) -> None:
         self.recipe = recipe
         self._meters = meters if isinstance(meters, MeterSet) else MeterSet(meters)
@@ -150,6 +168,10 @@ class Session:
         self._trunk_point = _TrunkPoint((), ())
         self._trunk_mark: tuple[nn.Module, tuple[int, ...], dict[str, Any]] | None = None
         self._reused_steps = 0
+        # Checkpoints: train() calls are numbered; a resumed cell loads their stored states.
+        self._checkpoint = checkpoint
+        self._op = 0
+        self._outer: _Frame | None = None
         self.model = model
         self.dense_params: int = count_params(self._model)
         self.dense_macs: int = count_macs(self._model, self.input_shape)
@@ -297,29 +319,41 @@ class Session:
                 self._phase_depth -= 1
             return
         self._sync()
-        carved_wall, carved_cpu = self._carved
-        carved_readings = len(self._carved_readings)
         handles = self._meters.start(nested=nested, kind=kind) if self._meters else []
-        wall, cpu, start_step = time.perf_counter(), time.process_time(), self._steps_trained
+        now = time.perf_counter()
+        frame = _Frame(
+            now,
+            time.process_time(),
+            self._carved,
+            len(self._carved_readings),
+            self._steps_trained,
+            metered_from=now,
+        )
+        if not nested:
+            self._outer = frame
         try:
             yield
         finally:
             self._phase_depth -= 1
             self._sync()
-            wall_s = time.perf_counter() - wall
-            cpu_s = time.process_time() - cpu
-            readings = self._meters.stop(handles, wall_s) if self._meters else []
+            now = time.perf_counter()
+            wall_s = now - frame.wall
+            cpu_s = time.process_time() - frame.cpu
+            metered_s = now - frame.metered_from  # the meters' window (a resume shifts `wall`)
+            readings = self._meters.stop(handles, metered_s) if self._meters else []
             if nested:
                 self._carved = (self._carved[0] + wall_s, self._carved[1] + cpu_s)
                 self._carved_readings.append(readings)
             else:
-                whole = wall_s
-                wall_s -= self._carved[0] - carved_wall
-                cpu_s -= self._carved[1] - carved_cpu
+                self._outer = None
+                carved_wall = self._carved[0] - frame.carved[0]
+                wall_s -= carved_wall
+                cpu_s -= self._carved[1] - frame.carved[1]
+                carved_readings = frame.carved_readings
                 for inner in self._carved_readings[carved_readings:]:
                     readings = subtract(readings, inner)
-                if self._carved_readings[carved_readings:]:
-                    readings = scale_estimates(readings, wall_s / whole if whole > 0 else 1.0)
+                if self._carved_readings[carved_readings:] and metered_s > 0:
+                    readings = scale_estimates(readings, max(0.0, 1 - carved_wall / metered_s))
                 del self._carved_readings[carved_readings:]
             self.phases.append(
                 PhaseRecord(
@@ -327,9 +361,10 @@ class Session:
                     kind=kind,
                     wall_s=wall_s,
                     cpu_s=cpu_s,
-                    start_step=start_step,
+                    start_step=frame.start_step,
                     end_step=self._steps_trained,
                     readings=readings,
+                    resumed_s=frame.resumed_s,
                 )
             )
 
@@ -365,6 +400,10 @@ class Session:
         On the dense trunk, a cached state up to `until` is restored instead of trained.
         """
         stop = self._until_step(until)
+        op, self._op = self._op, self._op + 1
+        checkpoint = self._checkpoint
+        if checkpoint is not None and checkpoint.has_op(op) and self._load_state(op, stop):
+            return  # a resumed cell: this call ended in the interrupted run
         trunk = (
             self._trunk is not None
             and phase == "train"
@@ -375,13 +414,18 @@ class Session:
         resumed = trunk and self._resume_trunk(stop)
         if resumed and self._step == stop:
             self._end_trunk_segment()
+            self._save_state(op, stop, end=True)
             return
         start, records = self._step, len(self.records)
         with self.phase(phase, kind="train"):
+            if checkpoint is not None and checkpoint.live_op() == op:
+                self._load_state(None, stop)
             while self._step < stop:
                 epoch, first = divmod(self._step, self.steps_per_epoch)
                 last = min(stop - epoch * self.steps_per_epoch, self.steps_per_epoch)
                 self._train_epoch(phase, epoch, first, last)
+                if last == self.steps_per_epoch and self._step < stop:
+                    self._save_state(op, stop, end=False)
         if trunk and self._step > start:
             p = self.phases[-1]
             point = self._trunk_point
@@ -391,6 +435,107 @@ class Session:
             )
         if trunk:
             self._end_trunk_segment()
+        self._save_state(op, stop, end=True)
+
+    def _save_state(self, op: int, stop: int, *, end: bool) -> None:
+        """Checkpoint the session at the end of `train()` call `op`, or inside it (if due)."""
+        checkpoint = self._checkpoint
+        if checkpoint is None or not checkpoint.due():
+            return
+        self._sync()
+        outer = None
+        if self._outer is not None:
+            frame, now = self._outer, time.perf_counter()
+            outer = (
+                now - frame.wall - (self._carved[0] - frame.carved[0]),
+                time.process_time() - frame.cpu - (self._carved[1] - frame.carved[1]),
+                frame.start_step,
+            )
+        tally = self._epoch_tally
+        state = {
+            "op": op,
+            "stop": stop,
+            "step": self._step,
+            "steps_trained": self._steps_trained,
+            "total_steps": self.total_steps,
+            "model": self._model.state_dict(),
+            "optimizer": self._optimizer.state_dict(),
+            "rng": self._rng_state(),
+            "tally": None if tally is None else (*tally[:2], tally[2].item(), *tally[3:]),
+            "records": list(self.records),
+            "results": copy.deepcopy(self.results),
+            "phases": list(self.phases),
+            "reused_steps": self._reused_steps,
+            "on_trunk": self._on_trunk,
+            "trunk_point": self._trunk_point,
+            "outer": outer,
+        }
+        if end:
+            checkpoint.save_op(op, state)
+        else:
+            checkpoint.save_live(state)
+
+    def _load_state(self, op: int | None, stop: int) -> bool:
+        """Continue from a stored state: the end of call `op`, or (None) the live mid-call one.
+
+        False, with the checkpoints dropped, when the state does not fit the model the method
+        built this time (then the cell trains on from here as if never interrupted).
+        """
+        checkpoint = self._checkpoint
+        assert checkpoint is not None
+        state = (
+            checkpoint.load_op(op, self.device)
+            if op is not None
+            else checkpoint.load_live(self.device)
+        )
+        current = self._model.state_dict()
+        fits = (
+            state["stop"] == stop
+            and state["model"].keys() == current.keys()
+            and all(state["model"][k].shape == v.shape for k, v in current.items())
+            and (state["outer"] is None) == (self._outer is None)
+        )
+        if fits and state["step"] <= self._step and op is None:
+            return False  # the trunk cache already brought this call further
+        if not fits:
+            checkpoint.clear()
+            self._checkpoint = None
+            return False
+        self._model.load_state_dict(state["model"])
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._lr = None
+        self._step = state["step"]
+        self._steps_trained = state["steps_trained"]
+        self.total_steps = state["total_steps"]
+        self._set_rng_state(state["rng"])
+        tally = state["tally"]
+        self._epoch_tally = (
+            None
+            if tally is None
+            else (*tally[:2], torch.tensor(tally[2], device=self.device), *tally[3:])
+        )
+        new_records = state["records"][len(self.records) :]
+        self.records = list(state["records"])
+        self.results = list(state["results"])
+        self.phases = list(state["phases"])
+        self._reused_steps = state["reused_steps"]
+        self._on_trunk = state["on_trunk"]
+        self._trunk_point = state["trunk_point"]
+        if self._on_trunk:
+            self._mark_trunk()
+        if state["outer"] is not None and self._outer is not None:
+            wall, cpu, start_step = state["outer"]
+            frame, now = self._outer, time.perf_counter()
+            frame.resumed_s = wall  # done before the interruption: in wall_s, not metered
+            frame.wall, frame.cpu = now - wall, time.process_time() - cpu
+            frame.carved, frame.carved_readings = self._carved, len(self._carved_readings)
+            frame.start_step = start_step
+        if self.on_epoch_end is not None:
+            for record in new_records:
+                self.on_epoch_end(record)
+        if self.on_progress is not None:
+            self.on_progress(self._step, self.total_steps)
+        return True
 
     def _rng_state(self) -> dict[str, Any]:
         rng: dict[str, Any] = {
@@ -655,6 +800,7 @@ class Session:
             "eval_time_s": sum(p.wall_s for p in self.phases if p.kind == "eval"),
             "epochs_trained": self.epochs_trained,
             "step": self._step,
+            "resumed": self._checkpoint is not None and self._checkpoint.resumed,
         }
         row.update(energy_columns(self.phases))
         if self.measure_inference:

@@ -44,6 +44,35 @@ class Metering(_Strict):
     options: dict[str, Any] = Field(default_factory=lambda: {"country_iso_code": "USA"})
 
 
+class ExecutorSpec(_Strict):
+    """Where cells run: an executor plugin by name (`executor: ray` for short), its options."""
+
+    name: str = Field(default="local", min_length=1)
+    jobs: int = Field(default=1, ge=1)  # local: worker processes
+    address: str | None = None  # ray: an existing cluster ("auto", "ray://host:10001", ...)
+    options: dict[str, Any] = Field(default_factory=dict)  # the executor's own settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Resources(_Strict):
+    """What one cell needs from a worker (executors that schedule, such as Ray, use it)."""
+
+    cpus: float = Field(default=1.0, gt=0)
+    gpus: float | None = Field(default=None, ge=0)  # None: 1 when cells run on CUDA, else 0
+
+
+class Checkpoints(_Strict):
+    """Cell checkpoints at epoch boundaries, so a killed run resumes where it was."""
+
+    enabled: bool = True
+    # at most one write per this many seconds of a cell's run (0: at every epoch boundary)
+    every_s: float = Field(default=60.0, ge=0)
+
+
 class Suite(_Strict):
     """A whole suite: the matrix (datasets × models × methods × seeds) and one recipe."""
 
@@ -58,6 +87,9 @@ class Suite(_Strict):
     device: str = "auto"
     deterministic: bool = False
     metering: Metering = Field(default_factory=Metering)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    resources: Resources = Field(default_factory=Resources)
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     output: str | None = None
 
     @field_validator("seeds", mode="before")
@@ -235,7 +267,25 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
 
     check_excludes(loaded)
     check_compatibility(loaded, host)
+    executors = getattr(host, "executors", None)
+    if executors is not None and suite.executor.name not in executors:
+        raise source.error(
+            ("executor", "name")
+            if isinstance(source.data.get("executor"), dict)
+            else ("executor",),
+            executors.unknown_message(suite.executor.name),
+        )
     return loaded
 
 
-__all__ = ["Entry", "LoadedSuite", "Suite", "SuiteError", "load_suite", "parse_suite"]
+__all__ = [
+    "Checkpoints",
+    "Entry",
+    "ExecutorSpec",
+    "LoadedSuite",
+    "Resources",
+    "Suite",
+    "SuiteError",
+    "load_suite",
+    "parse_suite",
+]

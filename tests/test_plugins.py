@@ -100,7 +100,7 @@ def test_third_party_plugin_installs_and_runs(tmp_path: Path) -> None:
 
     listed = pcnbench_cli("plugins", env=env)
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert ["example", "pcnbench-example", "0.3.0", "halfway", "", ""] in table_rows(listed.stdout)
+    assert ["example", "pcnbench-example", "0.3.0", "methods: halfway"] in table_rows(listed.stdout)
 
     suite = tmp_path / "suite.yaml"
     suite.write_text(THIRD_PARTY_SUITE, encoding="utf-8")
