@@ -145,8 +145,18 @@ class Store:
     def begin_run(
         self, suite: str, suite_file: str, sha256: str, text: str, argv: list[str], env: dict
     ) -> int:
-        """Record the start of a `pcnbench run` and return its id."""
+        """Record the start of a `pcnbench run` and return its id.
+
+        Runs hold the output directory's lock, so an earlier run still marked running ended
+        without closing (killed): it and its running cells are marked so.
+        """
         with self.db:
+            self.db.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'")
+            self.db.execute(
+                "UPDATE cells SET status = 'interrupted', error = 'the run was killed while"
+                " this cell ran; the next run resumes it from its last checkpoint'"
+                " WHERE status = 'running'"
+            )
             cur = self.db.execute(
                 "INSERT INTO runs (suite, suite_file, suite_sha256, suite_text, argv, started_at,"
                 " status, environment) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",

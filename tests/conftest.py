@@ -93,7 +93,8 @@ def write_suite(tmp_path: Path):
 class BoomParams(Params):
     """Parameters of the test-only `boom` method."""
 
-    when: str = "train"  # "train": raise after one epoch; "interrupt": simulate Ctrl-C
+    # "train": raise after one epoch; "interrupt": simulate Ctrl-C; "die": SIGKILL the process
+    when: str = "train"
 
 
 class Boom(Method):
@@ -107,6 +108,11 @@ class Boom(Method):
         session.train(until=1)
         if params.when == "interrupt":
             raise KeyboardInterrupt
+        if params.when == "die":  # only ever run in a worker process
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError("boom: deliberate failure for the test")
 
 

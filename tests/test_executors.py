@@ -1,0 +1,229 @@
+"""Executors: the local pool, Ray, worker deaths, Ctrl-C, and resuming a run killed with -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from pcnbench.errors import PcnbenchError, SuiteError
+from pcnbench.runner import Runner
+from pcnbench.suite import load_suite
+from pcnbench.workers import LocalPool
+from tests.conftest import BASE_SUITE
+
+GRID = BASE_SUITE.replace("{width: 8, depth: 1}", "{width: [8, 16], depth: 1}").replace(
+    "seeds: [0]", "seeds: [0, 1]"
+)
+NUMBERS = ["cell_id", "idx", "params", "macs", "accuracy", "test_loss", "step", "epochs_trained"]
+
+
+def stored(out) -> pd.DataFrame:
+    """The results' numbers (no clock readings), in a stable order."""
+    with sqlite3.connect(out / "results.db") as db:
+        frame = pd.read_sql_query(f"SELECT {', '.join(NUMBERS)} FROM results", db)
+    return frame.sort_values(["cell_id", "idx"]).reset_index(drop=True)
+
+
+def statuses(out) -> dict[str, str]:
+    with sqlite3.connect(out / "results.db") as db:
+        return dict(db.execute("SELECT cell_id, status FROM cells"))
+
+
+class Events:
+    """Records what an executor reports."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, object]] = []
+
+    def started(self, cell_id, device):
+        self.log.append(("started", cell_id, device))
+
+    def progress(self, cell_id, step, total):
+        self.log.append(("progress", cell_id, (step, total)))
+
+    def finished(self, cell_id, outcome):
+        self.log.append(("finished", cell_id, outcome))
+
+
+def test_unknown_executor_is_a_located_error_with_a_suggestion(host, write_suite):
+    path = write_suite(BASE_SUITE + "executor: rayy\n")
+    with pytest.raises(SuiteError) as err:
+        load_suite(path, host)
+    assert f"{path}:" in str(err.value) and "executor:" in str(err.value)
+    assert "unknown executor 'rayy'; did you mean 'ray'?" in str(err.value)
+    loaded = load_suite(write_suite(BASE_SUITE), host)
+    with pytest.raises(PcnbenchError, match="--executor: unknown executor 'lokal'"):
+        Runner(loaded, host, executor="lokal").run()
+
+
+def test_executor_options_are_checked_and_missing_ray_says_what_to_install(
+    host, write_suite, tmp_path, monkeypatch
+):
+    text = BASE_SUITE + "executor: {name: ray, options: {num_cpu: 2}}\n"
+    loaded = load_suite(write_suite(text), host)
+    with pytest.raises(PcnbenchError, match="unknown option 'num_cpu'"):
+        Runner(loaded, host, output=tmp_path / "a").run()
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    loaded = load_suite(write_suite(BASE_SUITE + "executor: ray\n"), host)
+    with pytest.raises(PcnbenchError, match=r"pip install 'pcnbench\[ray\]'"):
+        Runner(loaded, host, output=tmp_path / "b").run()
+    assert not (tmp_path / "b" / "results.db").exists()  # refused before starting anything
+
+
+def test_local_pool_reports_start_progress_and_outcome_of_every_cell(host, write_suite, tmp_path):
+    loaded = load_suite(write_suite(GRID), host)
+    runner = Runner(loaded, host, output=tmp_path / "out", metering=False, jobs=2)
+    job = runner.job("cpu")
+    cells = [c.id for c in runner.plan()[1]]
+    events = Events()
+    LocalPool(job.config, 2).run(cells, events)
+    for cell_id in cells:
+        kinds = [kind for kind, cid, _ in events.log if cid == cell_id]
+        assert kinds[0] == "started" and kinds[-1] == "finished"
+        steps = [p for kind, cid, p in events.log if cid == cell_id and kind == "progress"]
+        assert steps and steps[-1] == (8, 8)  # 2 epochs of 4 steps
+        (outcome,) = [p for kind, cid, p in events.log if cid == cell_id and kind == "finished"]
+        assert outcome.status == "done" and outcome.results[0]["step"] == 8
+
+
+def test_a_worker_that_dies_fails_only_its_cell_and_the_rest_run(
+    host_with_boom, write_suite, tmp_path
+):
+    text = GRID.replace("  - dense", "  - dense\n  - name: boom\n    params: {when: die}")
+    loaded = load_suite(write_suite(text), host_with_boom)
+    out = tmp_path / "out"
+    summary = Runner(loaded, host_with_boom, output=out, metering=False, jobs=2).run()
+    assert len(summary.done) == 4 and len(summary.failed) == 4
+    with sqlite3.connect(out / "results.db") as db:
+        rows = db.execute("SELECT method, status, error FROM cells").fetchall()
+    assert sorted(status for method, status, _ in rows if method == "dense") == ["done"] * 4
+    for method, status, error in rows:
+        if method == "boom":
+            assert status == "failed"
+            assert "died (killed by signal 9) while running this cell" in error
+
+
+def test_ctrl_c_under_jobs_marks_running_cells_interrupted_and_stops_workers(
+    host, write_suite, tmp_path
+):
+    class Bars:
+        """A progress display whose first update is interrupted by Ctrl-C."""
+
+        def add_task(self, *args, **kwargs):
+            return len(args)
+
+        def update(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+        def advance(self, *args):
+            pass
+
+        def remove_task(self, *args):
+            pass
+
+    loaded = load_suite(write_suite(GRID), host)
+    out = tmp_path / "out"
+    runner = Runner(loaded, host, output=out, metering=False, jobs=2, progress=Bars())
+    summary = runner.run()
+    assert summary.interrupted and not summary.done
+    found = statuses(out)
+    assert "interrupted" in found.values() and "done" not in found.values()
+    import multiprocessing
+
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()
+    # the next run trains exactly the cells that did not finish
+    assert len(Runner(loaded, host, output=out).plan()[1]) == 4
+
+
+def test_ray_executor_stores_the_same_results_as_local(host, write_suite, tmp_path):
+    ray = pytest.importorskip("ray")
+    local = tmp_path / "local"
+    loaded = load_suite(write_suite(GRID), host)
+    assert not Runner(loaded, host, output=local, metering=False).run().failed
+    text = GRID + "executor: {name: ray, options: {num_cpus: 2}}\nresources: {cpus: 1}\n"
+    loaded = load_suite(write_suite(text, "ray.yaml"), host)
+    remote = tmp_path / "ray"
+    summary = Runner(loaded, host, output=remote, metering=False).run()
+    assert not summary.failed and len(summary.done) == 4
+    assert not ray.is_initialized()  # the instance this run started is shut down
+    pd.testing.assert_frame_equal(stored(remote), stored(local))
+    with sqlite3.connect(remote / "results.db") as db:
+        devices = {d for (d,) in db.execute("SELECT device FROM cells")}
+    assert all(d.startswith("cpu@") for d in devices), devices
+
+
+KILL_SUITE = """\
+name: killed
+seeds: [0]
+deterministic: true
+checkpoints: {every_s: 0}
+datasets:
+  - name: synthetic
+    params: {n_train: 2048, n_test: 256}
+models:
+  - name: mlp
+    params: {width: 64, depth: 2}
+methods:
+  - dense
+  - name: lottery
+    params: {levels: 3, rate: 0.5, rewind: 1ep}
+recipe:
+  epochs: 6
+  batch_size: 32
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+  eval_every: 1
+metering: {enabled: false}
+"""
+
+
+def _pcnbench(suite, out) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pcnbench.cli", "run", str(suite), "--output", str(out)]
+    return subprocess.Popen(
+        [*command, "--quiet", "--no-report"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_sigkill_mid_cell_then_the_same_run_resumes_to_identical_results(write_suite, tmp_path):
+    suite = write_suite(KILL_SUITE)
+    whole = tmp_path / "whole"
+    assert _pcnbench(suite, whole).wait(timeout=300) == 0
+
+    out = tmp_path / "killed"
+    victim = _pcnbench(suite, out)
+    # wait until the dense cell is done and the lottery cell has checkpointed past level 0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and victim.poll() is None:
+        ops = list(out.glob("checkpoints/*/op_2.pt"))
+        if ops and (out / "results.db").exists() and "done" in statuses(out).values():
+            break
+        time.sleep(0.02)
+    assert victim.poll() is None, "the run ended before it could be killed: " + victim.stderr.read()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert sorted(statuses(out).values()) == ["done", "running"]
+    (cell_dir,) = (out / "checkpoints").iterdir()
+
+    assert _pcnbench(suite, out).wait(timeout=300) == 0
+    assert set(statuses(out).values()) == {"done"}
+    assert not cell_dir.exists()  # a finished cell drops its checkpoints
+    # same numbers as the uninterrupted run, each result once
+    pd.testing.assert_frame_equal(stored(out), stored(whole))
+    with sqlite3.connect(out / "results.db") as db:
+        resumed = db.execute("SELECT resumed, idx FROM results ORDER BY idx").fetchall()
+        runs = db.execute("SELECT status FROM runs ORDER BY run_id").fetchall()
+    assert 1 in {r for r, _ in resumed}
+    assert [s for (s,) in runs] == ["killed", "done"]
