@@ -7,6 +7,7 @@ missing: a figure is either measured, estimated (and labelled so), or NaN with w
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import itertools
 import math
@@ -379,12 +380,24 @@ class CodecarbonMeter(Meter):
         finally:
             cpuinfo.get_cpu_info = real
 
+    @staticmethod
+    def _cache_physical_cpus() -> None:
+        """Count physical CPUs once: codecarbon runs `lscpu` in a subprocess at every start."""
+        from codecarbon import emissions_tracker
+
+        count = getattr(emissions_tracker, "count_physical_cpus", None)
+        if count is None or hasattr(count, "cache_info"):
+            return
+        emissions_tracker.count_physical_cpus = functools.lru_cache(maxsize=1)(count)
+
     def prepare(self) -> None:
         """Run codecarbon's one-time hardware detection on a throwaway tracker."""
         if self._import() is None:
             return
         with contextlib.suppress(Exception):
             self._prime_cpu_model()
+        with contextlib.suppress(Exception):
+            self._cache_physical_cpus()
         tracker = self._tracker()
         tracker.start()
         tracker.stop()
@@ -420,6 +433,9 @@ class MemoryMeter(Meter):
     """Peak memory of a window: CUDA max allocated when CUDA is in use, else peak RSS (VmHWM)."""
 
     name = "memory"
+    # a nested window (an evaluation inside training) lies within the outer one, whose peak
+    # covers it: skipping it saves a /proc read per evaluation
+    nested = False
 
     def __init__(self, proc: str | Path = "/proc/self") -> None:
         self.proc = Path(proc)
