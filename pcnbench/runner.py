@@ -149,6 +149,7 @@ class Runner:
         self.executor_name = executor  # None: the suite's executor.name
         self.address = address
         self._cells: dict[str, Cell] = {}
+        self._todo: list[Cell] = []
         self._device = "cpu"
         self._meterset: MeterSet | None = None
         self.host = host
@@ -230,6 +231,13 @@ class Runner:
         )
         return CellCheckpoint(self.output / "checkpoints" / cell.id, key, every_s=spec.every_s)
 
+    def trunk_group(self, cell: Cell) -> str:
+        """Cells with the same group train the same dense trunk (dataset, model, seed, recipe)."""
+        config = cell_config(
+            cell.dataset, cell.model, cell.method, cell.seed, cell.recipe, for_id=True
+        )
+        return trunk_key(config)
+
     def clear_checkpoint(self, cell: Cell) -> None:
         """Delete the checkpoints of `cell` (it finished, or --force retrains it)."""
         shutil.rmtree(self.output / "checkpoints" / cell.id, ignore_errors=True)
@@ -271,6 +279,7 @@ class Runner:
             cpus=resources.cpus,
             gpus=gpus,
             in_process=self._in_process,
+            groups={c.id: self.trunk_group(c) for c in self._todo} if self.share else {},
         )
 
     def _run(self, *, only: str | None, force: bool) -> RunSummary:
@@ -284,6 +293,7 @@ class Runner:
         else:  # resolved by each worker: the driver may be a machine without the GPUs
             device = self.device_override or self.loaded.suite.device
         cells, todo = self.plan(only, force)
+        self._todo = todo
         job = self.job(device)
         executor.check(job)
         if force:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pcnbench.errors import PcnbenchError
 
-__all__ = ["Job", "LocalPool", "WorkerConfig", "WorkerContext", "worker_context"]
+__all__ = ["CellQueue", "Job", "LocalPool", "WorkerConfig", "WorkerContext", "worker_context"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,45 @@ class Job:
     gpus: float | None = 0.0  # per cell; None: the executor decides (device "auto")
     # runs a cell in the driver's own process (the serial local path; None elsewhere)
     in_process: Callable[[str, Callable[[int, int], None]], Any] | None = None
+    # cell id → its dense-trunk group: cells of a group share a trunk, so they do best one
+    # after another where one can reuse what the other cached (empty: sharing is off)
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+class CellQueue:
+    """Hands out cells so that cells sharing a dense trunk run one after another.
+
+    A worker that finished a cell gets the next cell of the same trunk group; otherwise the
+    first cell of a group nobody has started; otherwise (with `steal`) the next cell of the
+    group with the most cells left, so no worker idles while work remains.
+    """
+
+    def __init__(self, cell_ids: list[str], groups: dict[str, str] | None = None) -> None:
+        self._groups: dict[str, deque[str]] = {}
+        self._group_of: dict[str, str] = {}
+        for cell_id in cell_ids:
+            group = (groups or {}).get(cell_id, cell_id)
+            self._group_of[cell_id] = group
+            self._groups.setdefault(group, deque()).append(cell_id)
+        self._fresh = deque(self._groups)  # groups in suite order, none started yet
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._groups.values())
+
+    def next(self, after: str | None = None, steal: bool = True) -> str | None:
+        """The cell to run next on a worker that just finished `after` (None: a new worker)."""
+        if after is not None:
+            same = self._groups.get(self._group_of[after])
+            if same:
+                return same.popleft()
+        while self._fresh:
+            group = self._groups[self._fresh.popleft()]
+            if group:
+                return group.popleft()
+        if not steal:
+            return None
+        fullest = max(self._groups.values(), key=len, default=None)
+        return fullest.popleft() if fullest else None
 
 
 class WorkerContext:
@@ -145,6 +184,7 @@ class _Worker:
     conn: Any
     gpu: int | None
     cell: str | None = None
+    ready: bool = False  # has said anything (a worker that dies before that cannot start)
 
 
 class LocalPool:
@@ -162,6 +202,7 @@ class LocalPool:
         self.gpus = gpus
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
+        self._retired: list[_Worker] = []  # told to exit; not waited for
         self._spawned = 0
 
     def _spawn(self) -> _Worker:
@@ -180,16 +221,20 @@ class LocalPool:
         self._workers.append(worker)
         return worker
 
-    def run(self, cell_ids: list[str], events: Any) -> None:
-        """Run every cell and report through `events`; returns when all have finished."""
+    def run(self, cell_ids: list[str], events: Any, groups: dict[str, str] | None = None) -> None:
+        """Run every cell and report through `events`; returns when all have finished.
+
+        `groups` (cell id → trunk group) keeps cells that share a dense trunk on one worker,
+        one after another, so the later ones reuse what the earlier ones cached.
+        """
         from multiprocessing.connection import wait
 
         from pcnbench.runner import Outcome
 
-        queue = deque(cell_ids)
+        queue = CellQueue(cell_ids, groups)
         for _ in range(min(self.jobs, len(queue))):
             worker = self._spawn()
-            worker.cell = queue.popleft()
+            worker.cell = queue.next()
             worker.conn.send(worker.cell)
         try:
             while self._workers:
@@ -204,6 +249,7 @@ class LocalPool:
                     try:
                         while worker.conn.poll():
                             kind, cell_id, payload = worker.conn.recv()
+                            worker.ready = True
                             if kind == "fatal":
                                 raise PcnbenchError(f"a worker process could not start: {payload}")
                             if kind == "started":
@@ -213,20 +259,28 @@ class LocalPool:
                             else:
                                 worker.cell = None
                                 events.finished(cell_id, payload)
-                                if queue:
-                                    worker.cell = queue.popleft()
-                                    worker.conn.send(worker.cell)
-                                else:
-                                    worker.conn.send(None)
+                                worker.cell = queue.next(after=cell_id)
+                                worker.conn.send(worker.cell)  # None: no work left, exit
+                                if worker.cell is None:  # nothing to wait for: let it exit
+                                    self._workers.remove(worker)
+                                    self._retired.append(worker)
+                                    break
                     except (EOFError, OSError):
                         dead = True
+                    if worker in self._retired:
+                        continue
                     if worker.process.sentinel in ready or dead:
                         worker.process.join(timeout=5)
                         if worker.process.is_alive():
                             continue
                         self._workers.remove(worker)
+                        code = worker.process.exitcode
+                        if not worker.ready:
+                            raise PcnbenchError(
+                                f"a worker process (pid {worker.process.pid}) ended before it"
+                                f" could start (exit code {code}); its error is on stderr above"
+                            )
                         if worker.cell is not None:
-                            code = worker.process.exitcode
                             killed = code is not None and code < 0
                             why = f"killed by signal {-code}" if killed else f"exit code {code}"
                             events.finished(
@@ -237,19 +291,21 @@ class LocalPool:
                                     " while running this cell; the next run retries it",
                                 ),
                             )
-                            if queue:
+                            if len(queue):
                                 fresh = self._spawn()
-                                fresh.cell = queue.popleft()
+                                fresh.cell = queue.next()
                                 fresh.conn.send(fresh.cell)
         finally:
             self.close()
 
     def close(self) -> None:
         """Stop every worker still running (on an error or Ctrl-C in the driver)."""
-        for worker in self._workers:
+        workers = self._workers + self._retired
+        for worker in workers:
             if worker.process.is_alive():
                 worker.process.terminate()
-        for worker in self._workers:
+        for worker in workers:
             worker.process.join(timeout=5)
             worker.conn.close()
         self._workers.clear()
+        self._retired.clear()

@@ -12,7 +12,7 @@ from typing import Any
 from pcnbench.api import Executor, ExecutorEvents
 from pcnbench.errors import PcnbenchError
 from pcnbench.hookspecs import Register, hookimpl
-from pcnbench.workers import Job, LocalPool, WorkerConfig, worker_context
+from pcnbench.workers import CellQueue, Job, LocalPool, WorkerConfig, worker_context
 
 __all__ = ["LocalExecutor", "RayExecutor"]
 
@@ -37,7 +37,8 @@ class LocalExecutor(Executor):
 
             on_cuda = job.config.device.startswith("cuda")
             gpus = torch.cuda.device_count() if on_cuda else 0
-            LocalPool(job.config, min(job.jobs, len(cell_ids)), gpus=gpus).run(cell_ids, events)
+            pool = LocalPool(job.config, min(job.jobs, len(cell_ids)), gpus=gpus)
+            pool.run(cell_ids, events, job.groups)
             return
         assert job.in_process is not None
         for cell_id in cell_ids:
@@ -69,6 +70,10 @@ def _ray_cell(config: WorkerConfig, cell_id: str, queue: Any) -> Any:
 
 class RayExecutor(Executor):
     """Cells as Ray tasks with the suite's `resources:`; joins `address` or starts Ray here.
+
+    With trunk sharing on, the cells of one trunk group (same dataset, model, seed, recipe)
+    run as a chain, each reusing what the previous one cached, and the groups in parallel;
+    `--no-share` submits every cell at once.
 
     Options (suite `executor.options`): `num_cpus`/`num_gpus` for a local instance this run
     starts, `max_retries` for tasks whose worker died (default 0: the cell fails, the rest go
@@ -124,7 +129,17 @@ class RayExecutor(Executor):
         task = ray.remote(_ray_cell).options(
             num_cpus=job.cpus, num_gpus=gpus, max_retries=job.options.get("max_retries", 0)
         )
-        pending = {task.remote(config, cell_id, queue): cell_id for cell_id in cell_ids}
+        # With trunk sharing, the cells of a trunk group run as a chain (each reuses what the
+        # previous one cached) and the groups in parallel; without it every cell at once.
+        cells = CellQueue(cell_ids, job.groups)
+        pending: dict[Any, str] = {}
+
+        def submit(cell_id: str | None) -> None:
+            if cell_id is not None:
+                pending[task.remote(config, cell_id, queue)] = cell_id
+
+        while (first := cells.next(steal=False)) is not None:
+            submit(first)
         reported: set[str] = set()
 
         def drain() -> None:
@@ -155,6 +170,7 @@ class RayExecutor(Executor):
                             " the next run retries this cell",
                         )
                     events.finished(cell_id, outcome)
+                    submit(cells.next(after=cell_id, steal=False))
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -227,3 +227,34 @@ def test_sigkill_mid_cell_then_the_same_run_resumes_to_identical_results(write_s
         runs = db.execute("SELECT status FROM runs ORDER BY run_id").fetchall()
     assert 1 in {r for r, _ in resumed}
     assert [s for (s,) in runs] == ["killed", "done"]
+
+
+def test_cell_queue_keeps_trunk_groups_together_and_steals_when_idle():
+    from pcnbench.workers import CellQueue
+
+    groups = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B"}
+    queue = CellQueue(list(groups), groups)
+    first, second = queue.next(), queue.next()
+    assert (first, second) == ("a1", "b1")  # a new worker starts a group nobody has started
+    assert queue.next(after="b1") == "b2"  # then stays on its group
+    assert queue.next(after="b2") == "a2"  # its group is done: steals from the fullest
+    assert queue.next(after="a1") == "a3"
+    assert queue.next(after="a3") is None and len(queue) == 0
+    chains = CellQueue(list(groups), groups)
+    assert [chains.next(steal=False) for _ in range(3)] == ["a1", "b1", None]
+    assert chains.next(after="a1", steal=False) == "a2"
+    assert CellQueue(["x", "y"]).next() == "x"  # no groups: every cell on its own
+
+
+def test_a_worker_that_cannot_start_stops_the_run_without_failing_cells(
+    host, write_suite, tmp_path
+):
+    from dataclasses import replace
+
+    loaded = load_suite(write_suite(GRID), host)
+    runner = Runner(loaded, host, output=tmp_path / "out", metering=False, jobs=2)
+    config = replace(runner.job("cpu").config, plugins_in_code=(("x", "no_such_module:Thing"),))
+    events = Events()
+    with pytest.raises(PcnbenchError, match=r"(?s)could not start.*no_such_module"):
+        LocalPool(config, 2).run([c.id for c in runner.plan()[1]], events)
+    assert [kind for kind, _, _ in events.log if kind != "progress"] == []
