@@ -258,3 +258,24 @@ def test_a_worker_that_cannot_start_stops_the_run_without_failing_cells(
     with pytest.raises(PcnbenchError, match=r"(?s)could not start.*no_such_module"):
         LocalPool(config, 2).run([c.id for c in runner.plan()[1]], events)
     assert [kind for kind, _, _ in events.log if kind != "progress"] == []
+
+
+def test_ray_worker_that_dies_fails_only_its_cell(host_with_boom, write_suite, tmp_path):
+    pytest.importorskip("ray")
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)  # so Ray workers import tests.conftest
+    text = BASE_SUITE.replace("  - dense", "  - dense\n  - name: boom\n    params: {when: die}")
+    text += (
+        "executor:\n  name: ray\n  options:\n    num_cpus: 2\n"
+        f"    runtime_env: {{env_vars: {{PYTHONPATH: {root!r}}}}}\n"
+    )
+    loaded = load_suite(write_suite(text), host_with_boom)
+    out = tmp_path / "out"
+    summary = Runner(loaded, host_with_boom, output=out, metering=False, share=False).run()
+    assert len(summary.done) == 1 and len(summary.failed) == 1
+    with sqlite3.connect(out / "results.db") as db:
+        rows = dict(db.execute("SELECT method, status || ': ' || coalesce(error, '') FROM cells"))
+    assert rows["dense"] == "done: "
+    assert rows["boom"].startswith("failed: Ray task failed (")
+    assert "the next run retries this cell" in rows["boom"]
