@@ -224,6 +224,10 @@ class Executor:
 
     name: str = ""
 
+    def probe(self) -> str:
+        """Say in a line whether this executor can run here and with what (for `pcnbench env`)."""
+        return "available"
+
     def check(self, job: Job) -> None:
         """Raise PcnbenchError if this executor cannot run `job` here (say what to install)."""
 

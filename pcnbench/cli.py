@@ -281,6 +281,12 @@ def cmd_env(args: argparse.Namespace) -> int:
         "Time: wall and process-CPU seconds per phase, device synchronized (always measured). "
         "Latency/throughput: measured per result on the training device."
     )
+    for name in host.executors.names():
+        try:
+            said = host.executors.get(name).probe()
+        except Exception as exc:
+            said = f"probe failed: {type(exc).__name__}: {exc}"
+        out.print(f"executor {name} ({host.executors.plugin_of(name)}): {said}", markup=False)
     return EXIT_OK
 
 

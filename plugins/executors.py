@@ -22,6 +22,12 @@ class LocalExecutor(Executor):
 
     name = "local"
 
+    def probe(self) -> str:
+        """Always available: the driver process, or N worker processes with --jobs N."""
+        import os
+
+        return f"available: in the driver, or --jobs N worker processes ({os.cpu_count()} cores)"
+
     def check(self, job: Job) -> None:
         """Local execution needs nothing beyond the core."""
         if job.options:
@@ -83,6 +89,14 @@ class RayExecutor(Executor):
 
     name = "ray"
     _known = ("num_cpus", "num_gpus", "max_retries", "runtime_env")
+
+    def probe(self) -> str:
+        """Whether Ray is importable, and its version."""
+        try:
+            import ray
+        except ImportError:
+            return "not installed: pip install 'pcnbench[ray]'"
+        return f"available: Ray {ray.__version__} (--address to join a cluster)"
 
     def check(self, job: Job) -> None:
         """Ray must be installed, and the options known."""

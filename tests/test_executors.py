@@ -279,3 +279,16 @@ def test_ray_worker_that_dies_fails_only_its_cell(host_with_boom, write_suite, t
     assert rows["dense"] == "done: "
     assert rows["boom"].startswith("failed: Ray task failed (")
     assert "the next run retries this cell" in rows["boom"]
+
+
+def test_env_says_which_executors_can_run_here(capsys, monkeypatch):
+    from pcnbench.cli import main
+
+    assert main(["env"]) == 0
+    text = capsys.readouterr().out
+    assert "executor local (executors): available" in text
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["env"]) == 0
+    assert "executor ray (executors): not installed: pip install 'pcnbench[ray]'" in (
+        capsys.readouterr().out
+    )
