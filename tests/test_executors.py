@@ -292,3 +292,40 @@ def test_env_says_which_executors_can_run_here(capsys, monkeypatch):
     assert "executor ray (executors): not installed: pip install 'pcnbench[ray]'" in (
         capsys.readouterr().out
     )
+
+
+def test_sigkill_of_a_worker_fails_its_cell_and_the_next_run_resumes_it(write_suite, tmp_path):
+    import psutil
+
+    suite = write_suite(KILL_SUITE)
+    whole = tmp_path / "whole"
+    assert _pcnbench(suite, whole).wait(timeout=300) == 0
+
+    out = tmp_path / "workers"
+    command = [sys.executable, "-m", "pcnbench.cli", "run", str(suite), "--output", str(out)]
+    driver = subprocess.Popen(
+        [*command, "--quiet", "--no-report", "--jobs", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # once the dense cell is done and the lottery cell checkpointed past level 0, kill -9 the
+    # worker processes (not the driver)
+    deadline = time.monotonic() + 240
+    workers = []
+    while time.monotonic() < deadline and driver.poll() is None and not workers:
+        if list(out.glob("checkpoints/*/op_2.pt")) and "done" in statuses(out).values():
+            children = psutil.Process(driver.pid).children()
+            workers = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+        time.sleep(0.02)
+    assert workers, "no worker to kill: " + (driver.stderr.read() if driver.poll() else "")
+    for worker in workers:
+        worker.kill()
+    assert driver.wait(timeout=300) == 1  # a failed cell
+    assert sorted(statuses(out).values()) == ["done", "failed"]
+
+    assert _pcnbench(suite, out).wait(timeout=300) == 0
+    assert set(statuses(out).values()) == {"done"}
+    pd.testing.assert_frame_equal(stored(out), stored(whole))
+    with sqlite3.connect(out / "results.db") as db:
+        assert 1 in {r for (r,) in db.execute("SELECT resumed FROM results")}
