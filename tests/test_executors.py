@@ -110,37 +110,45 @@ def test_a_worker_that_dies_fails_only_its_cell_and_the_rest_run(
             assert "died (killed by signal 9) while running this cell" in error
 
 
-def test_ctrl_c_under_jobs_marks_running_cells_interrupted_and_stops_workers(
-    host, write_suite, tmp_path
+class InterruptingBars:
+    """A progress display whose first update of a cell's bar is interrupted by Ctrl-C."""
+
+    def add_task(self, *args, **kwargs):
+        return len(args)
+
+    def update(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    def advance(self, *args):
+        pass
+
+    def remove_task(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_ctrl_c_marks_running_cells_interrupted_and_stops_the_workers(
+    host, write_suite, tmp_path, executor
 ):
-    class Bars:
-        """A progress display whose first update is interrupted by Ctrl-C."""
-
-        def add_task(self, *args, **kwargs):
-            return len(args)
-
-        def update(self, *args, **kwargs):
-            raise KeyboardInterrupt
-
-        def advance(self, *args):
-            pass
-
-        def remove_task(self, *args):
-            pass
-
-    loaded = load_suite(write_suite(GRID), host)
+    if executor == "ray":
+        ray = pytest.importorskip("ray")
+    text = GRID + ("executor: {name: ray, options: {num_cpus: 2}}\n" if executor == "ray" else "")
+    loaded = load_suite(write_suite(text), host)
     out = tmp_path / "out"
-    runner = Runner(loaded, host, output=out, metering=False, jobs=2, progress=Bars())
+    runner = Runner(loaded, host, output=out, metering=False, jobs=2, progress=InterruptingBars())
     summary = runner.run()
     assert summary.interrupted and not summary.done
     found = statuses(out)
     assert "interrupted" in found.values() and "done" not in found.values()
-    import multiprocessing
+    if executor == "ray":
+        assert not ray.is_initialized()
+    else:
+        import multiprocessing
 
-    deadline = time.monotonic() + 10
-    while multiprocessing.active_children() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not multiprocessing.active_children()
+        deadline = time.monotonic() + 10
+        while multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not multiprocessing.active_children()
     # the next run trains exactly the cells that did not finish
     assert len(Runner(loaded, host, output=out).plan()[1]) == 4
 
