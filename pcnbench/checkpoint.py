@@ -23,12 +23,13 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-__all__ = ["CellCheckpoint"]
+__all__ = ["CellCheckpoint", "write_atomic"]
 
 _OP = re.compile(r"^op_(\d+)\.pt$")
 _LIVE = "live.pt"
@@ -114,8 +115,8 @@ class CellCheckpoint:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / _META
         if not meta.is_file():
-            _atomic(meta, lambda f: f.write(json.dumps({"key": self.key}).encode("utf-8")))
-        _atomic(self.dir / name, lambda f: torch.save(state, f))
+            write_atomic(meta, lambda f: f.write(json.dumps({"key": self.key}).encode("utf-8")))
+        write_atomic(self.dir / name, lambda f: torch.save(state, f))
         self._last_write = time.monotonic()
 
     def clear(self) -> None:
@@ -124,8 +125,11 @@ class CellCheckpoint:
         self._ops, self._live_op = set(), None
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same directory, then rename over `path`."""
+def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """`write(f)` to a temporary file beside `path`, then rename it over `path`.
+
+    Readers (and a run resumed after a kill) see the old file or the whole new one, never half.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:

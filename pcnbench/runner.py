@@ -148,10 +148,10 @@ class Runner:
         self.jobs = jobs  # None: the suite's executor.jobs
         self.executor_name = executor  # None: the suite's executor.name
         self.address = address
-        self._cells: dict[str, Cell] = {}
-        self._todo: list[Cell] = []
+        self._cells: dict[str, Cell] = {}  # the cells this run trains, by id
         self._device = "cpu"
         self._meterset: MeterSet | None = None
+        self._data: tuple[Any, Any] = (None, None)  # (dataset key, loaded data) of the last cell
         self.host = host
         self.output = loaded.output_dir(output)
         self.device_override = device
@@ -175,6 +175,25 @@ class Runner:
             meter.configure(dict(self.loaded.suite.metering.options))
         return MeterSet(chosen)
 
+    def _key(self, cell: Cell, device: str | None, **extra: Any) -> str:
+        """Hash of the cell's for-id configuration without its method, plus `extra`; with a
+        `device`, also what decides the numbers: versions, device type, determinism."""
+        config = cell_config(
+            cell.dataset, cell.model, cell.method, cell.seed, cell.recipe, for_id=True
+        )
+        if device is None:
+            return trunk_key(config, **extra)
+        import torch
+
+        return trunk_key(
+            config,
+            **extra,
+            pcnbench=pcnbench.__version__,
+            torch=torch.__version__,
+            device=torch.device(device).type,
+            deterministic=self.loaded.suite.deterministic,
+        )
+
     def trunk_cache(self, cell: Cell, device: str) -> TrunkCache | None:
         """The cache of the dense trunk `cell` shares (None with sharing off).
 
@@ -183,19 +202,7 @@ class Runner:
         """
         if not self.share:
             return None
-        import torch
-
-        config = cell_config(
-            cell.dataset, cell.model, cell.method, cell.seed, cell.recipe, for_id=True
-        )
-        key = trunk_key(
-            config,
-            pcnbench=pcnbench.__version__,
-            torch=torch.__version__,
-            device=torch.device(device).type,
-            deterministic=self.loaded.suite.deterministic,
-        )
-        return TrunkCache(self.output / "trunk", key)
+        return TrunkCache(self.output / "trunk", self._key(cell, device))
 
     def plan(self, only: str | None = None, force: bool = False) -> tuple[list[Cell], list[Cell]]:
         """(selected cells, those of them that will train) given stored statuses."""
@@ -219,31 +226,25 @@ class Runner:
         spec = self.loaded.suite.checkpoints
         if not spec.enabled:
             return None
-        import torch
+        key = self._key(cell, device, method=cell.method.name)
+        return CellCheckpoint(self._checkpoint_dir(cell), key, every_s=spec.every_s)
 
-        key = trunk_key(
-            cell_config(cell.dataset, cell.model, cell.method, cell.seed, cell.recipe, for_id=True),
-            method=cell.method.name,
-            pcnbench=pcnbench.__version__,
-            torch=torch.__version__,
-            device=torch.device(device).type,
-            deterministic=self.loaded.suite.deterministic,
-        )
-        return CellCheckpoint(self.output / "checkpoints" / cell.id, key, every_s=spec.every_s)
+    def _checkpoint_dir(self, cell: Cell) -> Path:
+        return self.output / "checkpoints" / cell.id
 
     def trunk_group(self, cell: Cell) -> str:
         """Cells with the same group train the same dense trunk (dataset, model, seed, recipe)."""
-        config = cell_config(
-            cell.dataset, cell.model, cell.method, cell.seed, cell.recipe, for_id=True
-        )
-        return trunk_key(config)
+        return self._key(cell, None)
 
     def clear_checkpoint(self, cell: Cell) -> None:
         """Delete the checkpoints of `cell` (it finished, or --force retrains it)."""
-        shutil.rmtree(self.output / "checkpoints" / cell.id, ignore_errors=True)
+        shutil.rmtree(self._checkpoint_dir(cell), ignore_errors=True)
 
-    def job(self, device: str) -> Job:
-        """The run as an executor sees it: how workers rebuild it, and the driver's settings."""
+    def job(self, device: str, todo: list[Cell] | tuple[Cell, ...] = ()) -> Job:
+        """The run as an executor sees it: how workers rebuild it, and the driver's settings.
+
+        Cells of `todo` that share a dense trunk are grouped (when sharing is on).
+        """
         spec = self.loaded.suite.executor
         resources = self.loaded.suite.resources
         name = self.executor_name or spec.name
@@ -279,7 +280,7 @@ class Runner:
             cpus=resources.cpus,
             gpus=gpus,
             in_process=self._in_process,
-            groups={c.id: self.trunk_group(c) for c in self._todo} if self.share else {},
+            groups={c.id: self.trunk_group(c) for c in todo} if self.share else {},
         )
 
     def _run(self, *, only: str | None, force: bool) -> RunSummary:
@@ -293,8 +294,8 @@ class Runner:
         else:  # resolved by each worker: the driver may be a machine without the GPUs
             device = self.device_override or self.loaded.suite.device
         cells, todo = self.plan(only, force)
-        self._todo = todo
-        job = self.job(device)
+        self._cells = {c.id: c for c in todo}
+        job = self.job(device, todo)
         executor.check(job)
         if force:
             for cell in todo:  # --force retrains from scratch, not from a checkpoint
@@ -306,7 +307,6 @@ class Runner:
             threading.Thread(target=meters.prepare, name="pcnbench-meters", daemon=True).start()
         self._meterset = meters if in_process else None
         self._device = device
-        self._data: tuple[Any, Any] = (None, None)
         summary = RunSummary(self.output, selected=len(cells), skipped=len(cells) - len(todo))
         store = Store(self.output / "results.db")
         run_id = store.begin_run(
@@ -317,7 +317,7 @@ class Runner:
             self.argv,
             environment(self.loaded.file),
         )
-        driver = _Driver(self, store, run_id, {c.id: c for c in todo}, summary)
+        driver = _Driver(self, store, run_id, self._cells, summary)
         status = "done"
         try:
             if todo:
@@ -336,9 +336,15 @@ class Runner:
                 meters.close()
         return summary
 
-    def _in_process(self, cell_id: str, on_progress: Callable[[int, int], None]) -> Outcome:
-        """Run a cell in the driver's process (the serial `local` executor's path)."""
-        cell = self._cells[cell_id]
+    def execute(
+        self,
+        cell: Cell,
+        device: str,
+        meters: MeterSet | None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Outcome:
+        """Run `cell` in this process with its trunk cache and checkpoints; the dataset stays
+        in memory for the next cell that uses it."""
         load_error = None
         data_key, data = self._data
         if data_key != dataset_key(cell):
@@ -349,12 +355,16 @@ class Runner:
             self.host,
             data,
             load_error,
-            self._device,
-            meters=self._meterset,
-            trunk=self.trunk_cache(cell, self._device),
-            checkpoint=self.checkpoint(cell, self._device),
+            device,
+            meters=meters,
+            trunk=self.trunk_cache(cell, device),
+            checkpoint=self.checkpoint(cell, device),
             on_progress=on_progress,
         )
+
+    def _in_process(self, cell_id: str, on_progress: Callable[[int, int], None]) -> Outcome:
+        """Run a cell in the driver's process (the serial `local` executor's path)."""
+        return self.execute(self._cells[cell_id], self._device, self._meterset, on_progress)
 
     def _store_outcome(self, cell: Cell, store: Store, outcome: Outcome) -> bool:
         store.finish_cell(
@@ -379,7 +389,6 @@ class _Driver:
     ) -> None:
         self.runner, self.store, self.run_id = runner, store, run_id
         self.cells = cells
-        runner._cells = cells
         self.summary = summary
         self.bars = runner.progress
         self.suite_task = self.bars.add_task("suite", total=len(cells)) if self.bars else None

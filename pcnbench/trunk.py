@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 from pcnbench.api import Reading
+from pcnbench.checkpoint import write_atomic
 from pcnbench.metering import _additive
 
 __all__ = ["Segment", "TrunkCache", "TrunkState", "clip_segments", "trunk_key"]
@@ -113,14 +112,7 @@ class TrunkCache:
             "tally": tally,
             "segments": list(state.segments),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".step_{state.step}.", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: torch.save(payload, f))
         return path
 
 

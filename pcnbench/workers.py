@@ -117,28 +117,10 @@ class WorkerContext:
         if self.meters is not None:
             self.meters.prepare()
         self.cells = {cell.id: cell for cell in expand(self.loaded)}
-        self._data_key: Any = None
-        self._data: Any = None
 
     def run(self, cell_id: str, on_progress: Callable[[int, int], None] | None = None) -> Any:
         """Run the cell `cell_id` of the suite and return its Outcome."""
-        from pcnbench.runner import dataset_key, execute_cell, load_data
-
-        cell = self.cells[cell_id]
-        load_error = None
-        if self._data_key != dataset_key(cell):
-            self._data, self._data_key, load_error = load_data(self.host, cell)
-        return execute_cell(
-            cell,
-            self.host,
-            self._data,
-            load_error,
-            self.device,
-            meters=self.meters,
-            trunk=self.runner.trunk_cache(cell, self.device),
-            checkpoint=self.runner.checkpoint(cell, self.device),
-            on_progress=on_progress,
-        )
+        return self.runner.execute(self.cells[cell_id], self.device, self.meters, on_progress)
 
 
 _CONTEXTS: dict[WorkerConfig, WorkerContext] = {}
