@@ -1,236 +1,95 @@
-"""The public surface plugins build on: data descriptions and the three plugin contracts."""
+"""The public surface a plugin builds on; with `pcnbench.hookspecs`, the whole plugin API.
+
+Plugins import from here and from `pcnbench.hookspecs` only: everything else in `pcnbench`
+may change between releases. `docs/plugins.md` is the guide.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
-from pcnbench.errors import ParamError
+from pcnbench.cells import Cell, Choice
+from pcnbench.contracts import (
+    DataInfo,
+    DatasetPlugin,
+    Executor,
+    ExecutorEvents,
+    FolderSplits,
+    Meter,
+    MeterProbe,
+    Method,
+    ModelPlugin,
+    Params,
+    Reading,
+    ReportData,
+    Reporter,
+    ReportFigure,
+    TensorSplits,
+)
+from pcnbench.errors import DatasetMissingError, ParamError, PcnbenchError
+from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig
+from pcnbench.layers import layer_names, select_layers
+from pcnbench.masks import Masked, mask_density, masked_parameters, set_mask
+from pcnbench.protocols import Session, Snapshot
 from pcnbench.recipe import Recipe
+from pcnbench.records import EpochRecord, PhaseRecord
+from pcnbench.steps import StepSpec, parse_steps
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import torch
-    from torch import nn
-    from torch.utils.data import Dataset
-
-    from pcnbench.report import ReportData
-    from pcnbench.runner import Outcome
-    from pcnbench.session import Session
-    from pcnbench.workers import Job
+    from collections.abc import Callable
 
 __all__ = [
+    "Cell",
+    "CellQueue",
+    "Choice",
     "DataInfo",
+    "DatasetMissingError",
     "DatasetPlugin",
+    "EpochRecord",
     "Executor",
     "ExecutorEvents",
     "FolderSplits",
+    "Job",
+    "Masked",
     "Meter",
     "MeterProbe",
     "Method",
     "ModelPlugin",
+    "Outcome",
     "ParamError",
     "Params",
+    "PcnbenchError",
+    "PhaseRecord",
     "Reading",
     "Recipe",
+    "ReportData",
+    "ReportFigure",
     "Reporter",
+    "Session",
+    "Snapshot",
+    "StepSpec",
     "TensorSplits",
+    "WorkerConfig",
+    "layer_names",
+    "mask_density",
+    "masked_parameters",
+    "parse_steps",
+    "run_cell",
+    "select_layers",
+    "set_mask",
 ]
 
 
-class Params(BaseModel):
-    """Base class of a plugin's parameters: unknown keys are errors, values are immutable."""
+def run_cell(
+    config: WorkerConfig, cell: Cell, on_progress: Callable[[int, int], None] | None = None
+) -> Outcome:
+    """Run `cell` in this process and return its outcome (what an executor's worker calls).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a model needs to know about a dataset, available without loading it."""
-
-    input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
-    num_classes: int
-
-
-@dataclass
-class TensorSplits:
-    """A dataset held in memory: float32 inputs in [0, 1] shaped (N, *input_shape), int64 labels.
-
-    `mean`/`std` are per-channel statistics the session normalizes with after augmentation.
+    The process keeps one context per `config` (plugins, device, meters, the dataset last
+    loaded), built on first use, so later cells in the same process start at once.
+    `on_progress(step, total)` is called as training advances. Never raises for a failing
+    cell: the outcome says "failed" with the traceback. KeyboardInterrupt propagates.
     """
+    from pcnbench.execution import run_cell as run
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-@dataclass
-class FolderSplits:
-    """A dataset too large for memory: map-style datasets yielding normalized (input, label).
-
-    `train` applies the training augmentation; `calibration` is the training set without it.
-    """
-
-    train: Dataset
-    test: Dataset
-    calibration: Dataset
-    num_workers: int = 4
-
-
-class DatasetPlugin:
-    """Contract of a dataset: cheap `info`, and `load` returning tensors or folder datasets."""
-
-    name: str = ""
-    Params: ClassVar[type[Params]] = Params
-
-    def info(self, params: Any) -> DataInfo:
-        """Describe the data (shape, classes) without loading it."""
-        raise NotImplementedError
-
-    def load(self, params: Any) -> TensorSplits | FolderSplits:
-        """Load the data; raise DatasetMissingError when it is absent and not downloadable."""
-        raise NotImplementedError
-
-
-class ModelPlugin:
-    """Contract of a model family: build a fresh, randomly initialized network."""
-
-    name: str = ""
-    Params: ClassVar[type[Params]] = Params
-
-    def build(self, params: Any, info: DataInfo) -> nn.Module:
-        """Return a new network for inputs `info.input_shape` and `info.num_classes` outputs."""
-        raise NotImplementedError
-
-
-class Method:
-    """Contract of a reduction method: `run` drives a session the way the algorithm reads."""
-
-    name: str = ""
-    Params: ClassVar[type[Params]] = Params
-
-    def check(self, params: Any, recipe: Recipe) -> None:
-        """Reject values that conflict with the recipe by raising ParamError(key, message)."""
-
-    def check_model(self, params: Any, model: nn.Module) -> None:
-        """Reject values that do not fit the model (e.g. a layer pattern matching no layer).
-
-        Called at validation with the model built on the meta device (no data, no weights);
-        raise ParamError(key, message).
-        """
-
-    def run(self, session: Session, params: Any) -> None:
-        """Train, transform and record results through the session."""
-        raise NotImplementedError
-
-
-class Reporter:
-    """Contract of a reporter: turn a results database's contents into files."""
-
-    name: str = ""
-    order: int = 100  # reporters run in ascending order; one may read files an earlier one wrote
-
-    def render(self, data: ReportData, out_dir: Path) -> list[Path]:
-        """Write this reporter's files under `out_dir` and return their paths."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class MeterProbe:
-    """What a meter can measure on this machine, and how (or why not)."""
-
-    available: bool
-    method: str  # e.g. "nvml_counter", "rapl", "codecarbon_estimate"
-    detail: str  # devices or zones measured, or the reason it is unavailable
-
-
-@dataclass(frozen=True)
-class Reading:
-    """One meter's figure for one window.
-
-    `joules` is NaN when unmetered (then `method` is "unmetered" and `note` says why);
-    `estimate` marks modelled figures (they never mix with measured ones).
-    """
-
-    component: str  # "gpu", "cpu", "dram", "machine", "memory", ...
-    joules: float
-    method: str
-    estimate: bool = False
-    note: str = ""
-    extra: dict[str, float] = field(default_factory=dict)  # e.g. {"co2_kg": ...}
-
-
-class Meter:
-    """Contract of a meter: open a window, close it, report readings.
-
-    Windows may overlap and nest (the session meters a phase and the evaluations inside it),
-    so `start` returns a handle and must not reset shared state.
-    """
-
-    name: str = ""
-    # False: skip windows nested in another (a time-based estimate is apportioned instead)
-    nested: bool = True
-    # phase kinds to meter ("train", "transform", "eval", ..., "cell"); None: every kind
-    kinds: tuple[str, ...] | None = None
-
-    def probe(self) -> MeterProbe:
-        """Say what this meter can measure here (for `pcnbench env` and labels)."""
-        raise NotImplementedError
-
-    def configure(self, options: dict[str, Any]) -> None:
-        """Take the suite's `metering.options` (each meter reads the keys it knows)."""
-
-    def prepare(self) -> None:
-        """Do slow one-time setup (called once per run, possibly in a background thread)."""
-
-    def start(self) -> Any:
-        """Open a window and return its handle."""
-        raise NotImplementedError
-
-    def stop(self, handle: Any) -> list[Reading]:
-        """Close the window `handle` and return its readings (never raise for missing hardware)."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release resources (threads, library handles) at the end of a run."""
-
-
-class ExecutorEvents(Protocol):
-    """What an executor tells the driver, from the driver's thread, as cells progress."""
-
-    def started(self, cell_id: str, device: str) -> None:
-        """The cell began on `device` (e.g. "cuda:0", "cpu", "cuda@10.0.0.3")."""
-
-    def progress(self, cell_id: str, step: int, total: int) -> None:
-        """The cell reached optimizer step `step` of `total`."""
-
-    def finished(self, cell_id: str, outcome: Outcome) -> None:
-        """The cell ended: its outcome (failed with the reason when its worker died)."""
-
-
-class Executor:
-    """Contract of an executor: run cells somewhere and hand each outcome back to the driver.
-
-    Only the driver writes the store: `run` reports every cell through `events` (in the
-    driver's thread) and returns when all have finished. On KeyboardInterrupt it stops its
-    workers and re-raises; the driver marks the cells still running as interrupted.
-    """
-
-    name: str = ""
-
-    def probe(self) -> str:
-        """Say in a line whether this executor can run here and with what (for `pcnbench env`)."""
-        return "available"
-
-    def check(self, job: Job) -> None:
-        """Raise PcnbenchError if this executor cannot run `job` here (say what to install)."""
-
-    def run(self, job: Job, cell_ids: list[str], events: ExecutorEvents) -> None:
-        """Run the cells `cell_ids` of `job` and report each through `events`."""
-        raise NotImplementedError
+    return run(config, cell, on_progress)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pcnbench.api import FolderSplits, TensorSplits
+from pcnbench.contracts import FolderSplits, TensorSplits
 from pcnbench.errors import PcnbenchError
 from pcnbench.recipe import Recipe
 

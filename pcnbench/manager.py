@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from pcnbench import hookspecs
-from pcnbench.api import DatasetPlugin, Executor, Meter, Method, ModelPlugin, Reporter
+from pcnbench.contracts import DatasetPlugin, Executor, Meter, Method, ModelPlugin, Reporter
 from pcnbench.errors import PluginError
 
 GROUP = "pcnbench"

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pcnbench.api import Meter, Reading
+from pcnbench.contracts import Meter, Reading
 
 __all__ = [
     "MeterSet",

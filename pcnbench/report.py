@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from pcnbench.contracts import ReportData
 from pcnbench.errors import PcnbenchError
 from pcnbench.store import Store
-
-
-@dataclass
-class ReportData:
-    """Everything a reporter may use, read from one results database."""
-
-    output_dir: Path
-    suite: str
-    results: pd.DataFrame  # one row per result (failed cells: one row with status and error)
-    epochs: pd.DataFrame  # per-epoch records
-    phases: pd.DataFrame  # metered phases
-    runs: pd.DataFrame  # runs with suite text and environment (JSON)
-    cells: pd.DataFrame  # cells with config (JSON), status, error
 
 
 def load_report_data(output_dir: str | Path) -> ReportData:

@@ -1,132 +1,24 @@
-"""The suite file: its typed schema, and loading it with errors that point into the YAML."""
+"""Loading a suite: parse and validate the YAML, resolve each entry's grid, expand the cells.
+
+Every error points into the YAML (file:line:col and key path) and says what was expected.
+"""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import re
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, expand
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.recipe import Recipe
+from pcnbench.schema import AXES, Entry, Suite, parse_suite, pydantic_error
 from pcnbench.yamlsrc import KeyPath, Source, load_source, load_text
-
-AXES = ("datasets", "models", "methods")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Entry(_Strict):
-    """One dataset, model or method: a registered name and its parameters (lists expand)."""
-
-    name: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-
-class Metering(_Strict):
-    """Which meters run (all registered by default) and their options."""
-
-    enabled: bool = True
-    meters: list[str] | None = None
-    options: dict[str, Any] = Field(default_factory=lambda: {"country_iso_code": "USA"})
-
-
-class ExecutorSpec(_Strict):
-    """Where cells run: an executor plugin by name (`executor: ray` for short), its options."""
-
-    name: str = Field(default="local", min_length=1)
-    jobs: int = Field(default=1, ge=1)  # local: worker processes
-    address: str | None = None  # ray: an existing cluster ("auto", "ray://host:10001", ...)
-    options: dict[str, Any] = Field(default_factory=dict)  # the executor's own settings
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-
-class Resources(_Strict):
-    """What one cell needs from a worker (executors that schedule, such as Ray, use it)."""
-
-    cpus: float = Field(default=1.0, gt=0)
-    gpus: float | None = Field(default=None, ge=0)  # None: 1 when cells run on CUDA, else 0
-
-
-class Checkpoints(_Strict):
-    """Cell checkpoints at epoch boundaries, so a killed run resumes where it was."""
-
-    enabled: bool = True
-    # at most one write per this many seconds of a cell's run (0: at every epoch boundary)
-    every_s: float = Field(default=60.0, ge=0)
-
-
-class Suite(_Strict):
-    """A whole suite: the matrix (datasets × models × methods × seeds) and one recipe."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    datasets: list[Entry] = Field(min_length=1)
-    models: list[Entry] = Field(min_length=1)
-    methods: list[Entry] = Field(min_length=1)
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
-    recipe: Recipe
-    device: str = "auto"
-    deterministic: bool = False
-    metering: Metering = Field(default_factory=Metering)
-    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
-    resources: Resources = Field(default_factory=Resources)
-    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
-    output: str | None = None
-
-    @field_validator("seeds", mode="before")
-    @classmethod
-    def _seed_count(cls, value: Any) -> Any:
-        # `seeds: 3` is shorthand for [0, 1, 2]
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 1:
-                raise ValueError(f"a seed count must be ≥ 1 (got {value})")
-            return list(range(value))
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"seeds must be distinct (got {value})")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N (got {value!r})")
-        return value
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One resolved grid point of an entry: the plugin name, validated params, and provenance."""
-
-    name: str
-    params: Any  # the plugin's Params instance
-    entry: int  # index of the entry in its axis list
-    raw: dict[str, Any]  # the params as written for this grid point
-    # each param's place in the YAML entry, e.g. {"at_epoch": ("params", "at_epoch", 1)}
-    where: dict[str, tuple[Any, ...]] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -140,6 +32,7 @@ class LoadedSuite:
     methods: list[Choice]
     sha256: str
     text: str
+    cells: list[Cell] = field(default_factory=list)  # the expanded matrix (expanded once)
 
     @property
     def name(self) -> str:
@@ -158,85 +51,183 @@ class LoadedSuite:
         return Path(self.suite.output) if self.suite.output else Path("reports") / self.suite.name
 
 
-def _did_you_mean(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown key '{key}'{hint} (allowed: {', '.join(allowed)})"
+def resolve_axis(
+    axis: str, entries: list[Entry], registry: Any, source: Source, recipe: Recipe
+) -> list[Choice]:
+    """Expand each entry's list-valued params into a grid and validate every point."""
+    choices: list[Choice] = []
+    for i, entry in enumerate(entries):
+        base: KeyPath = (axis, i)
+        if entry.name not in registry:
+            raise source.error((*base, "name"), registry.unknown_message(entry.name))
+        plugin = registry.get(entry.name)
+        keys = list(entry.params)
+        grids: list[list[Any]] = []
+        for key, value in entry.params.items():
+            if isinstance(value, list):
+                if not value:
+                    raise source.error((*base, "params", key), "an empty list expands to no values")
+                grids.append(value)
+            else:
+                grids.append([value])
+        for j, rule in enumerate(entry.exclude):
+            for key in rule:
+                if key not in entry.params:
+                    raise source.error(
+                        (*base, "exclude", j, key),
+                        f"exclude names '{key}', which is not a parameter of this entry "
+                        f"(parameters: {', '.join(keys) or 'none'})",
+                        key=True,
+                    )
+        kept = 0
+        for picks in itertools.product(*(range(len(g)) for g in grids)):
+            raw = {k: grids[n][pick] for n, (k, pick) in enumerate(zip(keys, picks, strict=True))}
+            if any(all(raw[k] == v for k, v in rule.items()) for rule in entry.exclude):
+                continue
+            kept += 1
+
+            translate = _translator(keys, entry.params, picks)
+
+            try:
+                params = plugin.Params.model_validate(raw)
+            except ValidationError as exc:
+                raise pydantic_error(exc, source, base, plugin.Params, translate) from None
+            except ParamError as exc:
+                raise source.error(
+                    (*base, *translate((exc.key,) if exc.key else ())), exc.message
+                ) from None
+            if axis == "methods":
+                try:
+                    plugin.check(params, recipe)
+                except ParamError as exc:
+                    raise source.error(
+                        (*base, *translate((exc.key,) if exc.key else ())), exc.message
+                    ) from None
+            where = {k: translate((k,)) for k in keys}
+            choices.append(Choice(entry.name, params, i, raw, where))
+        if kept == 0:
+            raise source.error(
+                (*base, "exclude"), "every combination of this entry is excluded", key=True
+            )
+    return choices
 
 
-def _model_fields_at(model: type[BaseModel], path: KeyPath) -> list[str]:
-    """Field names of the (nested) pydantic model at `path`, for did-you-mean hints."""
-    for part in path:
-        if isinstance(part, int):
+def _translator(
+    keys: list[str], written: dict[str, Any], picks: tuple[int, ...]
+) -> Callable[[KeyPath], KeyPath]:
+    """Map a location inside one grid point's params to its place in the YAML entry."""
+
+    def translate(loc: KeyPath) -> KeyPath:
+        if not loc or loc[0] not in keys:
+            return ("params", *loc)
+        n = keys.index(str(loc[0]))
+        listed = isinstance(written[keys[n]], list)
+        return ("params", loc[0], *((picks[n],) if listed else ()), *loc[1:])
+
+    return translate
+
+
+def check_excludes(loaded: LoadedSuite) -> None:
+    """Validate the suite-level `exclude:` rules against the suite's own entries."""
+    source = loaded.source
+    for j, rule in enumerate(loaded.suite.exclude):
+        base: KeyPath = ("exclude", j)
+        for key, want in rule.items():
+            if key not in EXCLUDE_KEYS:
+                raise source.error(
+                    (*base, key),
+                    f"unknown key '{key}' (an exclude rule matches on {', '.join(EXCLUDE_KEYS)})",
+                    key=True,
+                )
+            if key == "seed":
+                if want not in loaded.suite.seeds:
+                    raise source.error((*base, key), f"seed {want} is not in seeds")
+                continue
+            names = sorted({c.name for c in getattr(loaded, key + "s")})
+            name = want if isinstance(want, str) else (want or {}).get("name")
+            if not isinstance(want, (str, dict)) or (
+                isinstance(want, dict) and set(want) - {"name", "params"}
+            ):
+                raise source.error(
+                    (*base, key), f"must be a {key} name or a mapping with name and params"
+                )
+            if name is not None and name not in names:
+                raise source.error(
+                    (*base, key), f"'{name}' is not one of the suite's {key}s ({', '.join(names)})"
+                )
+    if not loaded.cells:
+        raise source.error(("exclude",), "the exclude rules remove every cell", key=True)
+
+
+def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
+    """Build every (dataset, model) pair of the matrix on the meta device and run one forward."""
+    import torch
+
+    source = loaded.source
+    seen: set[tuple[int, int]] = set()
+    checked: set[tuple[int, int, int]] = set()
+    infos: dict[int, Any] = {}
+    nets: dict[tuple[int, int], Any] = {}
+    for cell in loaded.cells:
+        d, m, meth = cell.dataset, cell.model, cell.method
+        key = (id(d), id(m))
+        if key in seen:
+            if (*key, id(meth)) not in checked:
+                checked.add((*key, id(meth)))
+                _check_method_on_model(source, host, meth, m, d, nets[key])
             continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return []
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            args = getattr(ann, "__args__", ())
-            sub = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            if not sub:
-                return []
-            model = sub[0]
-    return list(model.model_fields)
+        seen.add(key)
+        dplugin = host.datasets.get(d.name)
+        if id(d) not in infos:
+            try:
+                infos[id(d)] = dplugin.info(d.params)
+            except ParamError as exc:
+                raise source.error(
+                    ("datasets", d.entry, "params", *((exc.key,) if exc.key else ())), exc.message
+                ) from None
+        info = infos[id(d)]
+        mplugin = host.models.get(m.name)
+        where: KeyPath = ("models", m.entry)
+        try:
+            with torch.device("meta"):
+                net = mplugin.build(m.params, info)
+                net.eval()
+                out = net(torch.zeros(2, *info.input_shape))
+        except ParamError as exc:
+            raise source.error(
+                (*where, "params", *((exc.key,) if exc.key else ())),
+                f"with dataset '{d.name}' (input {tuple(info.input_shape)}): {exc.message}",
+            ) from None
+        except Exception as exc:
+            raise source.error(
+                where,
+                f"model '{m.name}' does not work with dataset '{d.name}' (input "
+                f"{tuple(info.input_shape)}, {info.num_classes} classes): "
+                f"{type(exc).__name__}: {exc}",
+            ) from None
+        if tuple(out.shape) != (2, info.num_classes):
+            raise source.error(
+                where,
+                f"model '{m.name}' returns shape {tuple(out.shape)} for dataset '{d.name}'; "
+                f"expected (batch, {info.num_classes})",
+            )
+        nets[key] = net
+        checked.add((*key, id(meth)))
+        _check_method_on_model(source, host, meth, m, d, net)
 
 
-_VALUE_PATH = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\])?): (.*)$", re.S)
-
-
-def pydantic_error(
-    exc: ValidationError,
-    source: Source,
-    base: KeyPath,
-    model: type[BaseModel],
-    translate: Callable[[KeyPath], KeyPath] | None = None,
-) -> SuiteError:
-    """Turn the first pydantic error into a SuiteError pointing at the offending YAML node.
-
-    `translate` maps the error's location inside the validated data to a path in the YAML.
-    """
-    errors = exc.errors(include_url=False)
-    # an unknown key usually explains a "missing" one next to it (a typo), so report it first
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    path = (*base, *(translate(loc) if translate else loc))
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = _model_fields_at(model, loc[:-1])
-        return source.error(path, _did_you_mean(str(loc[-1]), allowed), key=True)
-    if kind == "missing":
-        return source.error(path[:-1], f"missing required key '{loc[-1]}'")
-    ctx = err.get("ctx") or {}
-    inner = ctx.get("error")
-    if isinstance(inner, ParamError):
-        sub = (inner.key,) if inner.key else ()
-        return source.error((*path, *sub), inner.message)
-    message = str(err["msg"])
-    message = re.sub(r"^(Value|Assertion) error, ", "", message)
-    message = re.sub(r"^Input should be", "must be", message)
-    message = re.sub(r"^Input is", "is", message)
-    message = re.sub(r"^String should", "must", message)
-    message = re.sub(r"^List should", "must", message)
-    match = _VALUE_PATH.match(message)
-    if match and kind == "value_error":
-        extra = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match[1]) if p)
-        path, message = (*path, *extra), match[2]
-    if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], dict):
-        message += f" (got {err['input']!r})"
-    return source.error(path, message)
-
-
-def parse_suite(source: Source) -> Suite:
-    """Validate the core schema of a loaded YAML source."""
-    if not isinstance(source.data, dict):
-        raise source.error((), "a suite must be a mapping with keys name, datasets, models, ...")
+def _check_method_on_model(
+    source: Source, host: Any, method: Choice, model: Choice, dataset: Choice, net: Any
+) -> None:
+    """Let the method reject parameters that do not fit this model (see Method.check_model)."""
     try:
-        return Suite.model_validate(source.data)
-    except ValidationError as exc:
-        raise pydantic_error(exc, source, (), Suite) from None
+        host.methods.get(method.name).check_model(method.params, net)
+    except ParamError as exc:
+        at = method.where.get(exc.key, ("params", exc.key)) if exc.key else ()
+        raise source.error(
+            ("methods", method.entry, *at),
+            f"with model '{model.name}' on '{dataset.name}': {exc.message}",
+        ) from None
 
 
 def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> LoadedSuite:
@@ -248,8 +239,6 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
         source = load_text(text, str(path))
         raw_text = text
     suite = parse_suite(source)
-    from pcnbench.cells import resolve_axis
-
     resolved = {
         axis: resolve_axis(axis, getattr(suite, axis), getattr(host, axis), source, suite.recipe)
         for axis in AXES
@@ -263,8 +252,15 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
         sha256=hashlib.sha256(raw_text.encode("utf-8")).hexdigest(),
         text=raw_text,
     )
-    from pcnbench.cells import check_compatibility, check_excludes
-
+    loaded.cells = expand(
+        suite.name,
+        loaded.datasets,
+        loaded.models,
+        loaded.methods,
+        suite.seeds,
+        suite.recipe,
+        suite.exclude,
+    )
     check_excludes(loaded)
     check_compatibility(loaded, host)
     executors = getattr(host, "executors", None)
@@ -278,14 +274,4 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
     return loaded
 
 
-__all__ = [
-    "Checkpoints",
-    "Entry",
-    "ExecutorSpec",
-    "LoadedSuite",
-    "Resources",
-    "Suite",
-    "SuiteError",
-    "load_suite",
-    "parse_suite",
-]
+__all__ = ["LoadedSuite", "SuiteError", "load_suite", "resolve_axis"]

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from pcnbench.api import Reading
 from pcnbench.checkpoint import write_atomic
+from pcnbench.contracts import Reading
 from pcnbench.metering import _additive
 
 __all__ = ["Segment", "TrunkCache", "TrunkState", "clip_segments", "trunk_key"]

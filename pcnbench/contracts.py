@@ -1,0 +1,285 @@
+"""The plugin contracts: base classes and data types each kind of plugin builds on.
+
+Plugins reach them through `pcnbench.api`, which re-exports them with the rest of the
+public surface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from pcnbench.recipe import Recipe
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    import pandas as pd
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from pcnbench.jobs import Job, Outcome
+    from pcnbench.protocols import Session
+
+__all__ = [
+    "DataInfo",
+    "DatasetPlugin",
+    "Executor",
+    "ExecutorEvents",
+    "FolderSplits",
+    "Meter",
+    "MeterProbe",
+    "Method",
+    "ModelPlugin",
+    "Params",
+    "Reading",
+    "ReportData",
+    "ReportFigure",
+    "Reporter",
+    "TensorSplits",
+]
+
+
+class Params(BaseModel):
+    """Base class of a plugin's parameters: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about a dataset, available without loading it."""
+
+    input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
+    num_classes: int
+
+
+@dataclass
+class TensorSplits:
+    """A dataset held in memory: float32 inputs in [0, 1] shaped (N, *input_shape), int64 labels.
+
+    `mean`/`std` are per-channel statistics the session normalizes with after augmentation.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class FolderSplits:
+    """A dataset too large for memory: map-style datasets yielding normalized (input, label).
+
+    `train` applies the training augmentation; `calibration` is the training set without it.
+    """
+
+    train: Dataset
+    test: Dataset
+    calibration: Dataset
+    num_workers: int = 4
+
+
+class DatasetPlugin:
+    """Contract of a dataset: cheap `info`, and `load` returning tensors or folder datasets."""
+
+    name: str = ""
+    Params: ClassVar[type[Params]] = Params
+
+    def info(self, params: Any) -> DataInfo:
+        """Describe the data (shape, classes) without loading it."""
+        raise NotImplementedError
+
+    def load(self, params: Any) -> TensorSplits | FolderSplits:
+        """Load the data; raise DatasetMissingError when it is absent and not downloadable."""
+        raise NotImplementedError
+
+
+class ModelPlugin:
+    """Contract of a model family: build a fresh, randomly initialized network."""
+
+    name: str = ""
+    Params: ClassVar[type[Params]] = Params
+
+    def build(self, params: Any, info: DataInfo) -> nn.Module:
+        """Return a new network for inputs `info.input_shape` and `info.num_classes` outputs."""
+        raise NotImplementedError
+
+
+class Method:
+    """Contract of a reduction method: `run` drives a session the way the algorithm reads."""
+
+    name: str = ""
+    Params: ClassVar[type[Params]] = Params
+    # result columns that tell apart the rows one cell records (e.g. ("level",) for IMP):
+    # the report shows each distinct value as its own operating point
+    point_keys: ClassVar[tuple[str, ...]] = ()
+
+    def check(self, params: Any, recipe: Recipe) -> None:
+        """Reject values that conflict with the recipe by raising ParamError(key, message)."""
+
+    def check_model(self, params: Any, model: nn.Module) -> None:
+        """Reject values that do not fit the model (e.g. a layer pattern matching no layer).
+
+        Called at validation with the model built on the meta device (no data, no weights);
+        raise ParamError(key, message). `pcnbench.api.select_layers` does the usual check.
+        """
+
+    def run(self, session: Session, params: Any) -> None:
+        """Train, transform and record results through the session."""
+        raise NotImplementedError
+
+    def figures(self, data: ReportData, colors: Mapping[str, str]) -> list[ReportFigure]:
+        """This method's own figures for the report (none by default).
+
+        Called once per report when the results hold at least one row of this method;
+        `colors` maps every method name in the results to the color the report uses for it.
+        """
+        return []
+
+
+@dataclass
+class ReportData:
+    """Everything a reporter (or a method's `figures`) may use, read from one results database.
+
+    `results` has one row per recorded result, with the columns of the result rows plus the
+    cell's `suite`, `cell_id`, `label`, `dataset`, `model`, `method`, `seed`, `status` and
+    `error`; `dataset_params`, `model_params` and `method_params` hold each grid point's
+    parameters as dicts (defaults filled in), `method_setting` the parameters as the suite
+    wrote them for this grid point (what tells it apart from the method's other points).
+    """
+
+    output_dir: Path
+    suite: str
+    results: pd.DataFrame  # one row per result (failed cells: one row with status and error)
+    epochs: pd.DataFrame  # per-epoch records
+    phases: pd.DataFrame  # metered phases
+    runs: pd.DataFrame  # runs with suite text and environment (JSON)
+    cells: pd.DataFrame  # cells with config (JSON), status, error
+
+
+@dataclass
+class ReportFigure:
+    """A figure a method adds to the report: saved as SVG, PDF and PNG and shown in the HTML.
+
+    `figure` is a matplotlib Figure (the report closes it after saving); with `figure` None,
+    `skipped` says why there is nothing to draw and the report shows that sentence instead.
+    """
+
+    name: str  # file stem, unique within the report, e.g. "pcn-spectra-digits-mlp"
+    title: str
+    caption: str
+    figure: Any = None
+    skipped: str = ""
+
+
+class Reporter:
+    """Contract of a reporter: turn a results database's contents into files."""
+
+    name: str = ""
+    order: int = 100  # reporters run in ascending order; one may read files an earlier one wrote
+
+    def render(self, data: ReportData, out_dir: Path) -> list[Path]:
+        """Write this reporter's files under `out_dir` and return their paths."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MeterProbe:
+    """What a meter can measure on this machine, and how (or why not)."""
+
+    available: bool
+    method: str  # e.g. "nvml_counter", "rapl", "codecarbon_estimate"
+    detail: str  # devices or zones measured, or the reason it is unavailable
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One meter's figure for one window.
+
+    `joules` is NaN when unmetered (then `method` is "unmetered" and `note` says why);
+    `estimate` marks modelled figures (they never mix with measured ones).
+    """
+
+    component: str  # "gpu", "cpu", "dram", "machine", "memory", ...
+    joules: float
+    method: str
+    estimate: bool = False
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. {"co2_kg": ...}
+
+
+class Meter:
+    """Contract of a meter: open a window, close it, report readings.
+
+    Windows may overlap and nest (the session meters a phase and the evaluations inside it),
+    so `start` returns a handle and must not reset shared state.
+    """
+
+    name: str = ""
+    # False: skip windows nested in another (a time-based estimate is apportioned instead)
+    nested: bool = True
+    # phase kinds to meter ("train", "transform", "eval", ..., "cell"); None: every kind
+    kinds: tuple[str, ...] | None = None
+
+    def probe(self) -> MeterProbe:
+        """Say what this meter can measure here (for `pcnbench env` and labels)."""
+        raise NotImplementedError
+
+    def configure(self, options: dict[str, Any]) -> None:
+        """Take the suite's `metering.options` (each meter reads the keys it knows)."""
+
+    def prepare(self) -> None:
+        """Do slow one-time setup (called once per run, possibly in a background thread)."""
+
+    def start(self) -> Any:
+        """Open a window and return its handle."""
+        raise NotImplementedError
+
+    def stop(self, handle: Any) -> list[Reading]:
+        """Close the window `handle` and return its readings (never raise for missing hardware)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (threads, library handles) at the end of a run."""
+
+
+class ExecutorEvents(Protocol):
+    """What an executor tells the driver, from the driver's thread, as cells progress."""
+
+    def started(self, cell_id: str, device: str) -> None:
+        """The cell began on `device` (e.g. "cuda:0", "cpu", "cuda@10.0.0.3")."""
+
+    def progress(self, cell_id: str, step: int, total: int) -> None:
+        """The cell reached optimizer step `step` of `total`."""
+
+    def finished(self, cell_id: str, outcome: Outcome) -> None:
+        """The cell ended: its outcome (failed with the reason when its worker died)."""
+
+
+class Executor:
+    """Contract of an executor: run cells somewhere and hand each outcome back to the driver.
+
+    Only the driver writes the store: `run` reports every cell through `events` (in the
+    driver's thread) and returns when all have finished. On KeyboardInterrupt it stops its
+    workers and re-raises; the driver marks the cells still running as interrupted.
+    """
+
+    name: str = ""
+
+    def probe(self) -> str:
+        """Say in a line whether this executor can run here and with what (for `pcnbench env`)."""
+        return "available"
+
+    def check(self, job: Job) -> None:
+        """Raise PcnbenchError if this executor cannot run `job` here (say what to install)."""
+
+    def run(self, job: Job, cell_ids: list[str], events: ExecutorEvents) -> None:
+        """Run the cells `cell_ids` of `job` and report each through `events`."""
+        raise NotImplementedError

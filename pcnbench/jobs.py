@@ -1,0 +1,93 @@
+"""A run's work as executors see it: the cells, the settings a process needs to run them,
+and what running one cell produced."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcnbench.cells import Cell
+
+__all__ = ["CellQueue", "Job", "Outcome", "WorkerConfig"]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What any process needs to run cells of a run (small, picklable; no suite to re-read)."""
+
+    output: str  # the output directory, absolute
+    cwd: str  # the driver's working directory: relative dataset roots resolve against it
+    device: str  # as asked: "auto", "cpu", "cuda", "cuda:N" or "mps"; each process resolves it
+    deterministic: bool = False
+    meters: tuple[str, ...] | None = None  # meter names; None: metering off
+    meter_options: tuple[tuple[str, Any], ...] = ()  # the suite's metering.options
+    share: bool = True  # reuse the shared dense trunk
+    checkpoint_every_s: float | None = 60.0  # None: no cell checkpoints
+    threads: int = 0  # torch CPU threads per process (0: leave torch's default)
+    plugins_in_code: tuple[tuple[str, str], ...] = ()  # (name, importable reference)
+
+
+@dataclass
+class Outcome:
+    """What running one cell produced, in any process: the driver stores it."""
+
+    status: str  # done | failed
+    error: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[Any] = field(default_factory=list)  # EpochRecords
+    phases: list[Any] = field(default_factory=list)  # PhaseRecords
+    wall_time_s: float = 0.0
+    cell_columns: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """One run's work: the cells to run and how; `pcnbench.api.run_cell` runs one of them."""
+
+    config: WorkerConfig
+    cells: dict[str, Cell]  # the cells to run, by id, in suite order
+    jobs: int = 1  # how many cells at once (the local executor's worker processes)
+    address: str | None = None  # a cluster to join (executors that have one)
+    options: dict[str, Any] = field(default_factory=dict)  # the suite's executor.options
+    cpus: float = 1.0  # per cell
+    gpus: float | None = 0.0  # per cell; None: the executor decides (device "auto")
+    # cell id → its dense-trunk group: cells of a group share a trunk, so they do best one
+    # after another where one can reuse what the other cached (empty: sharing is off)
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+class CellQueue:
+    """Hands out cells so that cells sharing a dense trunk run one after another.
+
+    A worker that finished a cell gets the next cell of the same trunk group; otherwise the
+    first cell of a group nobody has started; otherwise (with `steal`) the next cell of the
+    group with the most cells left, so no worker idles while work remains.
+    """
+
+    def __init__(self, cell_ids: list[str], groups: dict[str, str] | None = None) -> None:
+        self._groups: dict[str, deque[str]] = {}
+        self._group_of: dict[str, str] = {}
+        for cell_id in cell_ids:
+            group = (groups or {}).get(cell_id, cell_id)
+            self._group_of[cell_id] = group
+            self._groups.setdefault(group, deque()).append(cell_id)
+        self._fresh = deque(self._groups)  # groups in suite order, none started yet
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._groups.values())
+
+    def next(self, after: str | None = None, steal: bool = True) -> str | None:
+        """The cell to run next on a worker that just finished `after` (None: a new worker)."""
+        if after is not None:
+            same = self._groups.get(self._group_of[after])
+            if same:
+                return same.popleft()
+        while self._fresh:
+            group = self._groups[self._fresh.popleft()]
+            if group:
+                return group.popleft()
+        if not steal:
+            return None
+        fullest = max(self._groups.values(), key=len, default=None)
+        return fullest.popleft() if fullest else None

@@ -1,0 +1,208 @@
+"""The suite file's typed schema; pydantic errors turned into errors that point into the YAML."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pcnbench.errors import ParamError, SuiteError
+from pcnbench.recipe import Recipe
+from pcnbench.yamlsrc import KeyPath, Source
+
+AXES = ("datasets", "models", "methods")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Entry(_Strict):
+    """One dataset, model or method: a registered name and its parameters (lists expand)."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Metering(_Strict):
+    """Which meters run (all registered by default) and their options."""
+
+    enabled: bool = True
+    meters: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=lambda: {"country_iso_code": "USA"})
+
+
+class ExecutorSpec(_Strict):
+    """Where cells run: an executor plugin by name (`executor: ray` for short), its options."""
+
+    name: str = Field(default="local", min_length=1)
+    jobs: int = Field(default=1, ge=1)  # local: worker processes
+    address: str | None = None  # ray: an existing cluster ("auto", "ray://host:10001", ...)
+    options: dict[str, Any] = Field(default_factory=dict)  # the executor's own settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Resources(_Strict):
+    """What one cell needs from a worker (executors that schedule, such as Ray, use it)."""
+
+    cpus: float = Field(default=1.0, gt=0)
+    gpus: float | None = Field(default=None, ge=0)  # None: 1 when cells run on CUDA, else 0
+
+
+class Checkpoints(_Strict):
+    """Cell checkpoints at epoch boundaries, so a killed run resumes where it was."""
+
+    enabled: bool = True
+    # at most one write per this many seconds of a cell's run (0: at every epoch boundary)
+    every_s: float = Field(default=60.0, ge=0)
+
+
+class Suite(_Strict):
+    """A whole suite: the matrix (datasets × models × methods × seeds) and one recipe."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    datasets: list[Entry] = Field(min_length=1)
+    models: list[Entry] = Field(min_length=1)
+    methods: list[Entry] = Field(min_length=1)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    recipe: Recipe
+    device: str = "auto"
+    deterministic: bool = False
+    metering: Metering = Field(default_factory=Metering)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    resources: Resources = Field(default_factory=Resources)
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    output: str | None = None
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, value: Any) -> Any:
+        # `seeds: 3` is shorthand for [0, 1, 2]
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError(f"a seed count must be ≥ 1 (got {value})")
+            return list(range(value))
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct (got {value})")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N (got {value!r})")
+        return value
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown key '{key}'{hint} (allowed: {', '.join(allowed)})"
+
+
+def _model_fields_at(model: type[BaseModel], path: KeyPath) -> list[str]:
+    """Field names of the (nested) pydantic model at `path`, for did-you-mean hints."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            args = getattr(ann, "__args__", ())
+            sub = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not sub:
+                return []
+            model = sub[0]
+    return list(model.model_fields)
+
+
+_VALUE_PATH = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\])?): (.*)$", re.S)
+
+
+def pydantic_error(
+    exc: ValidationError,
+    source: Source,
+    base: KeyPath,
+    model: type[BaseModel],
+    translate: Callable[[KeyPath], KeyPath] | None = None,
+) -> SuiteError:
+    """Turn the first pydantic error into a SuiteError pointing at the offending YAML node.
+
+    `translate` maps the error's location inside the validated data to a path in the YAML.
+    """
+    errors = exc.errors(include_url=False)
+    # an unknown key usually explains a "missing" one next to it (a typo), so report it first
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = (*base, *(translate(loc) if translate else loc))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _model_fields_at(model, loc[:-1])
+        return source.error(path, _did_you_mean(str(loc[-1]), allowed), key=True)
+    if kind == "missing":
+        return source.error(path[:-1], f"missing required key '{loc[-1]}'")
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, ParamError):
+        sub = (inner.key,) if inner.key else ()
+        return source.error((*path, *sub), inner.message)
+    message = str(err["msg"])
+    message = re.sub(r"^(Value|Assertion) error, ", "", message)
+    message = re.sub(r"^Input should be", "must be", message)
+    message = re.sub(r"^Input is", "is", message)
+    message = re.sub(r"^String should", "must", message)
+    message = re.sub(r"^List should", "must", message)
+    match = _VALUE_PATH.match(message)
+    if match and kind == "value_error":
+        extra = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match[1]) if p)
+        path, message = (*path, *extra), match[2]
+    if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], dict):
+        message += f" (got {err['input']!r})"
+    return source.error(path, message)
+
+
+def parse_suite(source: Source) -> Suite:
+    """Validate the core schema of a loaded YAML source."""
+    if not isinstance(source.data, dict):
+        raise source.error((), "a suite must be a mapping with keys name, datasets, models, ...")
+    try:
+        return Suite.model_validate(source.data)
+    except ValidationError as exc:
+        raise pydantic_error(exc, source, (), Suite) from None
+
+
+__all__ = [
+    "AXES",
+    "Checkpoints",
+    "Entry",
+    "ExecutorSpec",
+    "Metering",
+    "Resources",
+    "Suite",
+    "parse_suite",
+    "pydantic_error",
+]
