@@ -103,13 +103,12 @@ def method_calls(method, params, total: int, spe: int) -> list[tuple[str, int]]:
 
 def cifar10_plan() -> None:
     """Replay the cifar10 suite's cells against a trunk cache; print epochs with and without."""
-    from pcnbench.cells import expand
     from pcnbench.manager import load_plugins
     from pcnbench.suite import load_suite
 
     host = load_plugins()
     loaded = load_suite(ROOT / "suites" / "cifar10.yaml", host)
-    cells = expand(loaded)
+    cells = loaded.cells
     cached: dict[tuple, set[int]] = defaultdict(set)
     shared = unshared = own = 0.0
     by_method: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])

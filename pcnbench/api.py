@@ -74,6 +74,8 @@ __all__ = [
     "mask_density",
     "masked_parameters",
     "parse_steps",
+    "prepare_process",
+    "resolve_device",
     "run_cell",
     "select_layers",
     "set_mask",
@@ -93,3 +95,21 @@ def run_cell(
     from pcnbench.execution import run_cell as run
 
     return run(config, cell, on_progress)
+
+
+def prepare_process(config: WorkerConfig) -> str:
+    """Set this process up for `config` now (plugins, device, meters); return the device.
+
+    A worker calls it before its first cell so that a setup error (a plugin that cannot be
+    rebuilt, a missing GPU) stops the run instead of failing cells; `run_cell` does it anyway.
+    """
+    from pcnbench.execution import prepare_process as prepare
+
+    return prepare(config)
+
+
+def resolve_device(wanted: str) -> str:
+    """Resolve a suite's `device` (auto, cpu, cuda, cuda:N, mps) here; PcnbenchError if absent."""
+    from pcnbench.execution import resolve_device as resolve
+
+    return resolve(wanted)

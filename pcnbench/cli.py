@@ -56,10 +56,8 @@ def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a suite and print its expanded matrix."""
-    from pcnbench.cells import expand
-
     loaded, _ = _load(args.suite)
-    _print_plan(loaded, expand(loaded), None, _console())
+    _print_plan(loaded, loaded.cells, None, _console())
     return EXIT_OK
 
 
@@ -98,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
+    from pcnbench.cells import select
     from pcnbench.runner import Runner
     from pcnbench.store import Store
 
@@ -115,12 +114,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor=args.executor,
         address=args.address,
     )
-    cells, todo = runner.plan(args.only, args.force)
     if args.dry_run:
+        cells, todo = runner.plan(args.only, args.force)
         _print_plan(loaded, cells, todo, out)
         out.print(f"{len(todo)} to run, {len(cells) - len(todo)} already done → {runner.output}")
         return EXIT_OK
-    if not cells:
+    if not select(loaded.cells, args.only):
         raise SuiteError(f"--only {args.only!r} matches no cell", file=loaded.file)
     with Progress(
         TextColumn("{task.description}", markup=False),
@@ -134,10 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.progress = progress
         summary = runner.run(only=args.only, force=args.force)
     store = Store(runner.output / "results.db")
-    _summary(store.results_frame(), {c.id for c in cells}, _console(wide=True))
+    _summary(store.results_frame(), set(summary.selected), _console(wide=True))
     store.close()
     index = runner.output / "index.html"
-    if not todo and index.is_file():
+    if not summary.done and not summary.failed and index.is_file():
         out.print(f"report: {index} (nothing new to report)", markup=False)
     elif not args.no_report:
         _report(runner.output, host, out)

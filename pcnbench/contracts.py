@@ -152,7 +152,13 @@ class ReportData:
     cell's `suite`, `cell_id`, `label`, `dataset`, `model`, `method`, `seed`, `status` and
     `error`; `dataset_params`, `model_params` and `method_params` hold each grid point's
     parameters as dicts (defaults filled in), `method_setting` the parameters as the suite
-    wrote them for this grid point (what tells it apart from the method's other points).
+    wrote them for this grid point (what tells it apart from the method's other points;
+    likewise `dataset_setting` and `model_setting`). A database written before settings were
+    stored gives the full parameters there. `cells` holds the same columns, parsed alike.
+
+    `methods` maps each method in the results whose plugin is installed to its `Method` (its
+    `point_keys` and `figures`); a method no longer installed is absent and its results are
+    reported without point keys or figures of its own.
     """
 
     output_dir: Path
@@ -162,6 +168,7 @@ class ReportData:
     phases: pd.DataFrame  # metered phases
     runs: pd.DataFrame  # runs with suite text and environment (JSON)
     cells: pd.DataFrame  # cells with config (JSON), status, error
+    methods: dict[str, Method] = field(default_factory=dict)
 
 
 @dataclass
@@ -264,11 +271,13 @@ class ExecutorEvents(Protocol):
 
 
 class Executor:
-    """Contract of an executor: run cells somewhere and hand each outcome back to the driver.
+    """Contract of an executor: run a job's cells somewhere, hand each outcome to the driver.
 
-    Only the driver writes the store: `run` reports every cell through `events` (in the
-    driver's thread) and returns when all have finished. On KeyboardInterrupt it stops its
-    workers and re-raises; the driver marks the cells still running as interrupted.
+    The executor alone decides where each cell runs: in the driver's process, in worker
+    processes, on a cluster. Wherever that is, `pcnbench.api.run_cell(job.config, cell)`
+    runs it. Only the driver writes the store: `run` reports every cell through `events`
+    (in the driver's thread) and returns when all have finished. On KeyboardInterrupt it
+    stops its workers and re-raises; the driver marks the cells still running interrupted.
     """
 
     name: str = ""
@@ -280,6 +289,6 @@ class Executor:
     def check(self, job: Job) -> None:
         """Raise PcnbenchError if this executor cannot run `job` here (say what to install)."""
 
-    def run(self, job: Job, cell_ids: list[str], events: ExecutorEvents) -> None:
-        """Run the cells `cell_ids` of `job` and report each through `events`."""
+    def run(self, job: Job, events: ExecutorEvents) -> None:
+        """Run every cell of `job.cells` and report each through `events`."""
         raise NotImplementedError

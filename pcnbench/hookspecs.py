@@ -7,13 +7,18 @@ functions are decorated with :data:`hookimpl`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from pcnbench.cells import Cell
+    from pcnbench.records import EpochRecord
 
 hookspec = pluggy.HookspecMarker("pcnbench")
 hookimpl = pluggy.HookimplMarker("pcnbench")
 
+# `register(obj)`: the callable each register_* hook receives
 Register = Callable[[Any], None]
 
 
@@ -48,15 +53,15 @@ def register_executors(register: Register) -> None:
 
 
 @hookspec
-def on_cell_start(cell: Any) -> None:
-    """Called in the driver before a cell trains, with its `pcnbench.cells.Cell`."""
+def on_cell_start(cell: Cell) -> None:
+    """Called before a cell trains, in the process that runs it, with its `pcnbench.api.Cell`."""
 
 
 @hookspec
-def on_epoch_end(cell: Any, record: Any) -> None:
-    """Called after each training epoch with the cell and its `pcnbench.session.EpochRecord`."""
+def on_epoch_end(cell: Cell, record: EpochRecord) -> None:
+    """Called after each training epoch with the cell and its `pcnbench.api.EpochRecord`."""
 
 
 @hookspec
-def on_cell_end(cell: Any, status: str, results: list[dict]) -> None:
-    """Called after a cell ends (status done, failed or interrupted) with its result rows."""
+def on_cell_end(cell: Cell, status: str, results: list[dict[str, Any]]) -> None:
+    """Called in the driver after a cell ends (done, failed or interrupted) with its result rows."""

@@ -25,7 +25,8 @@ class WorkerConfig:
     share: bool = True  # reuse the shared dense trunk
     checkpoint_every_s: float | None = 60.0  # None: no cell checkpoints
     threads: int = 0  # torch CPU threads per process (0: leave torch's default)
-    plugins_in_code: tuple[tuple[str, str], ...] = ()  # (name, importable reference)
+    # plugins registered in code: (name, importable reference, or None where there is none)
+    plugins_in_code: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pcnbench.cells import cell_config, cell_id, expand, select
+from pcnbench.cells import Choice, cell_config, cell_id, select
 from pcnbench.recipe import Recipe
-from pcnbench.suite import Choice, load_suite
+from pcnbench.suite import load_suite
 from tests.conftest import BASE_SUITE, EarlyParams
 
 
 def test_list_params_expand_into_cartesian_grid(host, write_suite):
     text = BASE_SUITE.replace("{width: 8, depth: 1}", "{width: [8, 16, 32], depth: [1, 2]}")
     text = text.replace("seeds: [0]", "seeds: 2")
-    cells = expand(load_suite(write_suite(text), host))
+    cells = load_suite(write_suite(text), host).cells
     assert len(cells) == 3 * 2 * 2
     widths = sorted({(c.model.params.width, c.model.params.depth) for c in cells})
     assert widths == [(w, d) for w in (8, 16, 32) for d in (1, 2)]
@@ -25,7 +25,7 @@ def test_entry_exclude_removes_matching_grid_points(host, write_suite):
         "{width: 8, depth: 1}",
         "{width: [8, 16], depth: [1, 2]}\n    exclude: [{width: 16, depth: 2}]",
     )
-    cells = expand(load_suite(write_suite(text), host))
+    cells = load_suite(write_suite(text), host).cells
     assert sorted((c.model.params.width, c.model.params.depth) for c in cells) == [
         (8, 1),
         (8, 2),
@@ -37,24 +37,24 @@ def test_suite_exclude_removes_combinations_across_axes(host, write_suite):
     text = BASE_SUITE.replace("  - dense", "  - dense\n  - name: early\n    params: {at_epoch: 1}")
     text = text.replace("{width: 8, depth: 1}", "{width: [8, 16]}")
     text += "exclude:\n  - {model: {name: mlp, params: {width: 16}}, method: early}\n"
-    cells = expand(load_suite(write_suite(text), host))
+    cells = load_suite(write_suite(text), host).cells
     pairs = sorted((c.model.params.width, c.method.name) for c in cells)
     assert pairs == [(8, "dense"), (8, "early"), (16, "dense")]
 
 
 def test_cell_id_is_stable_and_ignores_key_order_and_spelled_out_defaults(host, write_suite):
-    a = expand(load_suite(write_suite(BASE_SUITE, "a.yaml"), host))
+    a = load_suite(write_suite(BASE_SUITE, "a.yaml"), host).cells
     reordered = BASE_SUITE.replace("{width: 8, depth: 1}", "{depth: 1, width: 8}").replace(
         "optimizer: {name: sgd, lr: 0.1}", "optimizer: {lr: 0.1, name: sgd, momentum: 0.9}"
     )
-    b = expand(load_suite(write_suite(reordered, "b.yaml"), host))
+    b = load_suite(write_suite(reordered, "b.yaml"), host).cells
     assert [c.id for c in a] == [c.id for c in b]
     # pinned: the same cell must get this id on every machine and every release
     assert a[0].id == "3e50b0dacc2531aa"
 
 
 def test_cell_id_changes_when_anything_that_matters_changes(host, write_suite):
-    base = expand(load_suite(write_suite(BASE_SUITE, "a.yaml"), host))[0].id
+    base = load_suite(write_suite(BASE_SUITE, "a.yaml"), host).cells[0].id
     for old, new in [
         ("width: 8", "width: 9"),
         ("seeds: [0]", "seeds: [1]"),
@@ -62,7 +62,7 @@ def test_cell_id_changes_when_anything_that_matters_changes(host, write_suite):
         ("lr: 0.1", "lr: 0.2"),
         ("n_train: 64", "n_train: 65"),
     ]:
-        other = expand(load_suite(write_suite(BASE_SUITE.replace(old, new), "b.yaml"), host))[0].id
+        other = load_suite(write_suite(BASE_SUITE.replace(old, new), "b.yaml"), host).cells[0].id
         assert other != base, (old, new)
 
 
@@ -84,11 +84,11 @@ def test_adding_an_optional_field_with_default_keeps_old_ids():
 
 
 def test_config_has_defaults_filled_and_id_does_not_depend_on_device_or_output(host, write_suite):
-    one = expand(load_suite(write_suite(BASE_SUITE, "a.yaml"), host))[0]
+    one = load_suite(write_suite(BASE_SUITE, "a.yaml"), host).cells[0]
     assert one.config["recipe"]["weight_decay"] == 0.0
     assert one.config["model"]["params"] == {"width": 8, "depth": 1}
     moved = BASE_SUITE + "device: cpu\noutput: elsewhere\ndeterministic: true\n"
-    two = expand(load_suite(write_suite(moved, "b.yaml"), host))[0]
+    two = load_suite(write_suite(moved, "b.yaml"), host).cells[0]
     assert one.id == two.id
 
 
@@ -96,7 +96,7 @@ def test_only_selects_by_label_substring_glob_or_id(host, write_suite):
     text = BASE_SUITE.replace("{width: 8, depth: 1}", "{width: [8, 16]}").replace(
         "seeds: [0]", "seeds: [0, 1]"
     )
-    cells = expand(load_suite(write_suite(text), host))
+    cells = load_suite(write_suite(text), host).cells
     assert len(select(cells, "width=16")) == 2
     assert len(select(cells, "*seed 1")) == 2
     assert select(cells, cells[3].id[:8]) == [cells[3]]

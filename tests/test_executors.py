@@ -15,7 +15,7 @@ import pytest
 from pcnbench.errors import PcnbenchError, SuiteError
 from pcnbench.runner import Runner
 from pcnbench.suite import load_suite
-from pcnbench.workers import LocalPool
+from pcnbench_plugins.executors.local import LocalPool
 from tests.conftest import BASE_SUITE
 
 GRID = BASE_SUITE.replace("{width: 8, depth: 1}", "{width: [8, 16], depth: 1}").replace(
@@ -80,10 +80,10 @@ def test_executor_options_are_checked_and_missing_ray_says_what_to_install(
 def test_local_pool_reports_start_progress_and_outcome_of_every_cell(host, write_suite, tmp_path):
     loaded = load_suite(write_suite(GRID), host)
     runner = Runner(loaded, host, output=tmp_path / "out", metering=False, jobs=2)
-    job = runner.job("cpu")
-    cells = [c.id for c in runner.plan()[1]]
+    job = runner.job(runner.plan()[1])
+    cells = list(job.cells)
     events = Events()
-    LocalPool(job.config, 2).run(cells, events)
+    LocalPool(job.config, 2).run(job, events)
     for cell_id in cells:
         kinds = [kind for kind, cid, _ in events.log if cid == cell_id]
         assert kinds[0] == "started" and kinds[-1] == "finished"
@@ -238,7 +238,7 @@ def test_sigkill_mid_cell_then_the_same_run_resumes_to_identical_results(write_s
 
 
 def test_cell_queue_keeps_trunk_groups_together_and_steals_when_idle():
-    from pcnbench.workers import CellQueue
+    from pcnbench.api import CellQueue
 
     groups = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B"}
     queue = CellQueue(list(groups), groups)
@@ -261,10 +261,11 @@ def test_a_worker_that_cannot_start_stops_the_run_without_failing_cells(
 
     loaded = load_suite(write_suite(GRID), host)
     runner = Runner(loaded, host, output=tmp_path / "out", metering=False, jobs=2)
-    config = replace(runner.job("cpu").config, plugins_in_code=(("x", "no_such_module:Thing"),))
+    job = runner.job(runner.plan()[1])
+    config = replace(job.config, plugins_in_code=(("x", "no_such_module:Thing"),))
     events = Events()
     with pytest.raises(PcnbenchError, match=r"(?s)could not start.*no_such_module"):
-        LocalPool(config, 2).run([c.id for c in runner.plan()[1]], events)
+        LocalPool(config, 2).run(job, events)
     assert [kind for kind, _, _ in events.log if kind != "progress"] == []
 
 

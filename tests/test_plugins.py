@@ -15,7 +15,7 @@ import pytest
 
 import pcnbench
 from pcnbench.api import Method, ModelPlugin
-from pcnbench.cells import expand
+
 from pcnbench.cli import main
 from pcnbench.errors import PluginError
 from pcnbench.hookspecs import hookimpl
@@ -371,7 +371,7 @@ def run_with_recorder(tmp_path: Path, suite_text: str) -> tuple[Recorder, list, 
     path.write_text(suite_text, encoding="utf-8")
     loaded = load_suite(path, host)
     summary = Runner(loaded, host, output=tmp_path / "out").run()
-    return recorder, expand(loaded), summary
+    return recorder, loaded.cells, summary
 
 
 def test_lifecycle_hooks_fire_in_order_for_every_cell(tmp_path: Path) -> None:

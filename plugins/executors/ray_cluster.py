@@ -1,7 +1,4 @@
-"""Built-in executors: `local` (in the driver, or N worker processes) and `ray` (a cluster).
-
-Both hand each cell's outcome back to the driver, which alone writes the results database.
-"""
+"""The `ray` executor: each cell a Ray task on a cluster this run joins or starts."""
 
 from __future__ import annotations
 
@@ -9,69 +6,37 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from pcnbench.api import Executor, ExecutorEvents
-from pcnbench.errors import PcnbenchError
-from pcnbench.hookspecs import Register, hookimpl
-from pcnbench.workers import CellQueue, Job, LocalPool, WorkerConfig, worker_context
+from pcnbench.api import (
+    Cell,
+    CellQueue,
+    Executor,
+    ExecutorEvents,
+    Job,
+    Outcome,
+    PcnbenchError,
+    WorkerConfig,
+    prepare_process,
+    run_cell,
+)
 
-__all__ = ["LocalExecutor", "RayExecutor"]
-
-
-class LocalExecutor(Executor):
-    """Cells one after another in the driver, or in `jobs` spawned worker processes."""
-
-    name = "local"
-
-    def probe(self) -> str:
-        """Always available: the driver process, or N worker processes with --jobs N."""
-        import os
-
-        return f"available: in the driver, or --jobs N worker processes ({os.cpu_count()} cores)"
-
-    def check(self, job: Job) -> None:
-        """Local execution needs nothing beyond the core."""
-        if job.options:
-            raise PcnbenchError(
-                f"executor 'local' takes no options (got {', '.join(sorted(job.options))});"
-                " use executor.jobs for worker processes"
-            )
-
-    def run(self, job: Job, cell_ids: list[str], events: ExecutorEvents) -> None:
-        """Run the cells in this process (jobs 1) or a pool of worker processes."""
-        if job.jobs > 1 and len(cell_ids) > 1:
-            import torch
-
-            on_cuda = job.config.device.startswith("cuda")
-            gpus = torch.cuda.device_count() if on_cuda else 0
-            pool = LocalPool(job.config, min(job.jobs, len(cell_ids)), gpus=gpus)
-            pool.run(cell_ids, events, job.groups)
-            return
-        assert job.in_process is not None
-        for cell_id in cell_ids:
-            events.started(cell_id, job.config.device)
-
-            def progress(step: int, total: int, _cell: str = cell_id) -> None:
-                events.progress(_cell, step, total)
-
-            events.finished(cell_id, job.in_process(cell_id, progress))
+__all__ = ["RayExecutor"]
 
 
-def _ray_cell(config: WorkerConfig, cell_id: str, queue: Any) -> Any:
+def _ray_cell(config: WorkerConfig, cell: Cell, queue: Any) -> Outcome:
     """A Ray task: run one cell in this worker's (cached) context, posting progress."""
     import ray
 
-    context = worker_context(config)
-    node = ray.util.get_node_ip_address()
-    queue.put(("started", cell_id, f"{context.device}@{node}"))
+    device = prepare_process(config)
+    queue.put(("started", cell.id, f"{device}@{ray.util.get_node_ip_address()}"))
     last = [0.0]
 
     def progress(step: int, total: int) -> None:
         now = time.monotonic()
         if now - last[0] >= 0.5 or step == total:  # each put is a remote call
             last[0] = now
-            queue.put(("progress", cell_id, (step, total)))
+            queue.put(("progress", cell.id, (step, total)))
 
-    return context.run(cell_id, progress)
+    return run_cell(config, cell, progress)
 
 
 class RayExecutor(Executor):
@@ -112,45 +77,47 @@ class RayExecutor(Executor):
                 "executor 'ray' needs Ray, which is not installed here: pip install 'pcnbench[ray]'"
             ) from None
 
-    def run(self, job: Job, cell_ids: list[str], events: ExecutorEvents) -> None:
-        """Submit every cell as a task; report outcomes as they complete."""
+    def _init(self, job: Job) -> None:
+        import ray
+
+        init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if job.address:
+            init["address"] = job.address
+        else:
+            for key in ("num_cpus", "num_gpus"):
+                if key in job.options:
+                    init[key] = job.options[key]
+        if "runtime_env" in job.options:
+            init["runtime_env"] = job.options["runtime_env"]
+        ray.init(**init)
+
+    def run(self, job: Job, events: ExecutorEvents) -> None:
+        """Submit the cells as tasks; report outcomes as they complete."""
         import ray
         from ray.util.queue import Empty, Queue
 
-        from pcnbench.runner import Outcome
-
         started_here = not ray.is_initialized()
         if started_here:
-            init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if job.address:
-                init["address"] = job.address
-            else:
-                for key in ("num_cpus", "num_gpus"):
-                    if key in job.options:
-                        init[key] = job.options[key]
-            if "runtime_env" in job.options:
-                init["runtime_env"] = job.options["runtime_env"]
-            ray.init(**init)
+            self._init(job)
         gpus = job.gpus
         if gpus is None:  # device "auto": a GPU per cell when the cluster has GPUs
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         device = job.config.device
         if device == "auto":
             device = "cuda" if gpus > 0 else "cpu"
-        threads = max(1, int(job.cpus))
-        config = replace(job.config, device=device, threads=threads)
+        config = replace(job.config, device=device, threads=max(1, int(job.cpus)))
         queue = Queue()
         task = ray.remote(_ray_cell).options(
             num_cpus=job.cpus, num_gpus=gpus, max_retries=job.options.get("max_retries", 0)
         )
         # With trunk sharing, the cells of a trunk group run as a chain (each reuses what the
         # previous one cached) and the groups in parallel; without it every cell at once.
-        cells = CellQueue(cell_ids, job.groups)
+        cells = CellQueue(list(job.cells), job.groups)
         pending: dict[Any, str] = {}
 
         def submit(cell_id: str | None) -> None:
             if cell_id is not None:
-                pending[task.remote(config, cell_id, queue)] = cell_id
+                pending[task.remote(config, job.cells[cell_id], queue)] = cell_id
 
         while (first := cells.next(steal=False)) is not None:
             submit(first)
@@ -192,10 +159,3 @@ class RayExecutor(Executor):
         finally:
             if started_here:
                 ray.shutdown()
-
-
-@hookimpl
-def register_executors(register: Register) -> None:
-    """Register the local and Ray executors."""
-    register(LocalExecutor())
-    register(RayExecutor())
