@@ -8,7 +8,7 @@ from pcnbench.api import Method, Params
 from pcnbench.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
-    from pcnbench.session import Session
+    from pcnbench.api import Session
 
 
 class Dense(Method):

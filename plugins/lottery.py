@@ -10,13 +10,11 @@ data order resuming at k. Every level is a result row charged with all training 
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-from pcnbench.api import Method, Params, Recipe
-from pcnbench.errors import ParamError
+from pcnbench.api import Method, ParamError, Params, Recipe, parse_steps
 from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
@@ -29,20 +27,17 @@ from .pruning import (
 )
 
 if TYPE_CHECKING:
-    from pcnbench.session import Session
+    from collections.abc import Mapping
 
-_REWIND = re.compile(r"^\s*(\d+)\s*(ep|it)?\s*$")
+    from torch import nn
+
+    from pcnbench.api import ReportData, ReportFigure, Session
 
 
 def _canonical_rewind(value: Any) -> str:
-    # One spelling per point, so `2`, "2" and "2ep" are the same cell.
-    match = None
-    if isinstance(value, (int, str)) and not isinstance(value, bool):
-        match = _REWIND.match(str(value))
-    if match is None:
-        raise ValueError(f"expected 0, epochs ('2ep' or 2) or iterations ('500it'); got {value!r}")
-    count = int(match.group(1))
-    return "0" if count == 0 else f"{count}{match.group(2) or 'ep'}"
+    # One spelling per point, so `2`, "2" and "2ep" are the same cell (and keep their cell id).
+    spec = parse_steps(value)
+    return "0" if spec.count == 0 else str(spec)
 
 
 Rewind = Annotated[str, BeforeValidator(_canonical_rewind)]
@@ -50,11 +45,8 @@ Rewind = Annotated[str, BeforeValidator(_canonical_rewind)]
 
 
 def rewind_step(rewind: str, steps_per_epoch: int) -> int:
-    """The optimizer step k a canonical `rewind` value names."""
-    match = _REWIND.match(rewind)
-    assert match is not None, rewind
-    count = int(match.group(1))
-    return count if match.group(2) == "it" else count * steps_per_epoch
+    """The optimizer step k a `rewind` value names."""
+    return parse_steps(rewind).to_step(steps_per_epoch)
 
 
 class LotteryParams(Params):
@@ -71,15 +63,21 @@ class Lottery(Method):
 
     name = "lottery"
     Params = LotteryParams
+    point_keys = ("level",)  # one result row per IMP level: each level is its own point
 
     def check(self, params: LotteryParams, recipe: Recipe) -> None:
         """An epoch rewind point must lie before the recipe's end (steps are checked in run)."""
-        if params.rewind.endswith("ep") and rewind_step(params.rewind, 1) >= recipe.epochs:
+        rewind = parse_steps(params.rewind)
+        if rewind.unit == "ep" and rewind.count >= recipe.epochs:
             raise ParamError(
                 "rewind",
                 f"must be before the end of training (recipe.epochs={recipe.epochs}); "
                 f"got {params.rewind}",
             )
+
+    def check_model(self, params: LotteryParams, model: nn.Module) -> None:
+        """Every `exclude` pattern names a conv or linear layer, and some layer is left to prune."""
+        prunable_layers(model, params.exclude)
 
     def run(self, session: Session, params: LotteryParams) -> None:
         """Level 0 dense, then `levels` rounds of prune, rewind, retrain, record."""
@@ -90,7 +88,7 @@ class Lottery(Method):
                 f"{params.rewind} is step {k}, not before the end of training at step "
                 f"{session.total_steps}",
             )
-        prunable_layers(session.model, params.exclude)  # a bad pattern fails before training
+        prunable_layers(session.model, params.exclude)  # as check_model: fail before training
         enforce = MaskEnforcer(session)
         session.add_step_hook(enforce)
         if k > 0:
@@ -114,6 +112,12 @@ class Lottery(Method):
                 level0_accuracy=level0_accuracy,
                 layer_densities=layer_densities(session.model),
             )
+
+    def figures(self, data: ReportData, colors: Mapping[str, str]) -> list[ReportFigure]:
+        """The report's IMP figures, drawn by `pcnbench_plugins.lottery_figures.imp_figures`."""
+        from .lottery_figures import imp_figures  # matplotlib: imported only for a report
+
+        return imp_figures(data, colors)
 
 
 @hookimpl

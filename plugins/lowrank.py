@@ -22,20 +22,17 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from pcnbench.api import Method, Params
-from pcnbench.errors import ParamError
+from pcnbench.api import Method, ParamError, Params, layer_names, select_layers
 from pcnbench.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
-    from pcnbench.recipe import Recipe
-    from pcnbench.session import Session
+    from pcnbench.api import Recipe, Session
 
 __all__ = [
     "Factorized",
@@ -47,9 +44,9 @@ __all__ = [
     "default_layers",
     "factorize_layer",
     "layer_matrix",
+    "lowrank_layers",
     "lowrank_transform",
     "parse_rank",
-    "select_layers",
 ]
 
 Scheme = Literal["channel", "spatial"]
@@ -252,34 +249,24 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _layers(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-
 def default_layers(model: nn.Module) -> list[str]:
     """Every nn.Conv2d and nn.Linear but the first and the last registered.
 
     The first sees the input and is too thin to save much; the last makes the logits, and a
     rank below the class count would cap what the classifier can tell apart.
     """
-    return _layers(model)[1:-1]
+    return layer_names(model)[1:-1]
 
 
-def select_layers(model: nn.Module, patterns: Sequence[str] | None = None) -> list[str]:
-    """Conv and linear layers whose qualified names match any fnmatch pattern (None: the default).
+def lowrank_layers(model: nn.Module, patterns: Sequence[str] | None = None) -> list[str]:
+    """The layers `patterns` select (`pcnbench.api.select_layers`), or by default `default_layers`.
 
-    A pattern that matches no conv or linear layer is an error naming the layers there are.
+    A pattern that matches no conv or linear layer raises ParamError("layers", ...) naming it
+    and the layers there are. Reads no weights: works on a model built on the meta device.
     """
     if patterns is None:
         return default_layers(model)
-    names = _layers(model)
-    for pattern in patterns:
-        if not any(fnmatchcase(name, pattern) for name in names):
-            raise ValueError(
-                f"layers: pattern {pattern!r} matches no conv or linear layer "
-                f"(layers: {', '.join(names) or 'none'})"
-            )
-    return [name for name in names if any(fnmatchcase(name, p) for p in patterns)]
+    return select_layers(model, patterns, key="layers")
 
 
 @dataclass
@@ -307,7 +294,7 @@ def lowrank_transform(
     rule = parse_rank(rank)
     new = copy.deepcopy(model)
     result = LowRankResult(new)
-    for name in select_layers(new, layers):
+    for name in lowrank_layers(new, layers):
         layer = new.get_submodule(name)
         if isinstance(layer, nn.Conv2d) and layer.groups != 1:
             reason = f"grouped convolution (groups={layer.groups}) left dense"
@@ -434,9 +421,14 @@ class LowRank(Method):
                 f"the recipe has only {recipe.epochs} (got {params.finetune_epochs})",
             )
 
+    def check_model(self, params: LowRankParams, model: nn.Module) -> None:
+        """Every `layers` pattern names a conv or linear layer of the model."""
+        lowrank_layers(model, params.layers)
+
     def run(self, session: Session, params: LowRankParams) -> None:
         """Train to `at_epoch`, factorize, then train to the end (or fine-tune after `end`)."""
         after_training = params.at_epoch == "end"
+        lowrank_layers(session.model, params.layers)  # as check_model: fail before training
         session.train(until="end" if after_training else params.at_epoch)
         acc_before = session.evaluate()["accuracy"]
         with session.phase("lowrank_factorize", kind="transform"):

@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from pcnbench.api import Method, Params, Recipe
-from pcnbench.errors import ParamError
+from pcnbench.api import Method, ParamError, Params, Recipe, mask_density
 from pcnbench.hookspecs import Register, hookimpl
-from pcnbench.masks import mask_density
 
 from .pruning import (
     MaskEnforcer,
@@ -32,7 +30,9 @@ from .pruning import (
 )
 
 if TYPE_CHECKING:
-    from pcnbench.session import Session
+    from torch import nn
+
+    from pcnbench.api import Session
 
 ONESHOT_FINETUNE_EPOCHS = 10
 
@@ -105,9 +105,13 @@ class Magnitude(Method):
                 f"recipe.epochs={recipe.epochs} (got {finetune_epochs(params)})",
             )
 
+    def check_model(self, params: MagnitudeParams, model: nn.Module) -> None:
+        """Every `exclude` pattern names a conv or linear layer, and some layer is left to prune."""
+        prunable_layers(model, params.exclude)
+
     def run(self, session: Session, params: MagnitudeParams) -> None:
         """Prune (one-shot or gradual), fine-tune, record."""
-        prunable_layers(session.model, params.exclude)  # a bad pattern fails before training
+        prunable_layers(session.model, params.exclude)  # as check_model: fail before training
         enforce = MaskEnforcer(session)
         session.add_step_hook(enforce)
         extra: dict[str, object]

@@ -1,15 +1,14 @@
 """Unstructured magnitude pruning shared by `magnitude` and `lottery`: which weights, which mask.
 
-Masks follow `pcnbench.masks` (a ``weight_mask`` buffer beside each pruned weight). The mask
-functions are pure: they take weights (and the masks so far) and return new masks, which only
-ever remove more weights. `MaskEnforcer` is the step hook that keeps pruned weights at zero.
+Masks are ``weight_mask`` buffers beside the pruned weights (`pcnbench.api.set_mask`). The
+mask functions are pure: they take weights (and the masks so far) and return new masks, which
+only ever remove more weights. `MaskEnforcer` is the step hook that keeps pruned weights at zero.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from fnmatch import fnmatchcase
 from fractions import Fraction
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -17,11 +16,10 @@ import torch
 from pydantic import BeforeValidator
 from torch import nn
 
-from pcnbench.errors import ParamError
-from pcnbench.masks import masked_parameters, set_mask
+from pcnbench.api import ParamError, layer_names, masked_parameters, select_layers, set_mask
 
 if TYPE_CHECKING:
-    from pcnbench.session import Session
+    from pcnbench.api import Session
 
 __all__ = [
     "MaskEnforcer",
@@ -31,7 +29,6 @@ __all__ = [
     "global_magnitude_masks",
     "imp_masks",
     "layer_densities",
-    "layer_masks",
     "layerwise_magnitude_masks",
     "magnitude_masks",
     "prunable_layers",
@@ -57,24 +54,11 @@ def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, 
     """Conv2d and Linear layers by qualified name, minus those matching an `exclude` glob.
 
     Raises ParamError("exclude", ...) for a pattern that matches no conv or linear layer
-    (most likely a typo) and when nothing is left to prune.
+    (`pcnbench.api.select_layers`) and when nothing is left to prune. Reads no weights, so it
+    works on a model built on the meta device.
     """
-    layers = {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, (nn.Conv2d, nn.Linear))
-    }
-    for pattern in exclude:
-        if not any(fnmatchcase(name, pattern) for name in layers):
-            raise ParamError(
-                "exclude",
-                f"'{pattern}' matches no conv or linear layer (layers: {', '.join(layers)})",
-            )
-    kept = {
-        name: module
-        for name, module in layers.items()
-        if not any(fnmatchcase(name, pattern) for pattern in exclude)
-    }
+    excluded = set(select_layers(model, exclude, key="exclude"))
+    kept = {name: model.get_submodule(name) for name in layer_names(model) if name not in excluded}
     if not kept:
         raise ParamError("exclude", "excludes every conv and linear layer; nothing to prune")
     return kept
@@ -188,17 +172,6 @@ def attach_masks(layers: Mapping[str, nn.Module], masks: Mapping[str, torch.Tens
     """Set each layer's weight mask (zeroing the pruned weights)."""
     for name, mask in masks.items():
         set_mask(layers[name], "weight", mask)
-
-
-def layer_masks(layers: Mapping[str, nn.Module]) -> dict[str, torch.Tensor] | None:
-    """The weight masks the layers carry, or None when none is masked yet."""
-    masks = {name: getattr(m, "weight_mask", None) for name, m in layers.items()}
-    if all(mask is None for mask in masks.values()):
-        return None
-    return {
-        name: mask if mask is not None else torch.ones_like(layers[name].weight)
-        for name, mask in masks.items()
-    }
 
 
 def layer_densities(model: nn.Module) -> dict[str, float]:

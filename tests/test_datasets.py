@@ -14,8 +14,13 @@ import pydantic
 import pytest
 import torch
 
-from pcnbench.api import DatasetPlugin, FolderSplits, TensorSplits
-from pcnbench.errors import DatasetMissingError, ParamError
+from pcnbench.api import (
+    DatasetMissingError,
+    DatasetPlugin,
+    FolderSplits,
+    ParamError,
+    TensorSplits,
+)
 from pcnbench_plugins.datasets import register_datasets
 from pcnbench_plugins.datasets.digits import Digits
 from pcnbench_plugins.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD, Imagenet

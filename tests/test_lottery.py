@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
+import types
 from typing import Any
 
 import pytest
@@ -11,9 +14,8 @@ import torch
 from pydantic import ValidationError
 from torch.nn.utils import prune
 
-from pcnbench.errors import ParamError, SuiteError
-from pcnbench.masks import masked_parameters
-from pcnbench.recipe import Recipe
+from pcnbench.api import ParamError, Recipe, masked_parameters, parse_steps
+from pcnbench.errors import SuiteError
 from pcnbench.session import Session
 from pcnbench.suite import load_suite
 from pcnbench_plugins.lottery import Lottery, LotteryParams, rewind_step
@@ -187,6 +189,67 @@ def test_rewind_values_have_one_spelling_each(value: Any, canonical: str, step: 
     params = LotteryParams(levels=1, rewind=value)
     assert params.rewind == canonical
     assert rewind_step(params.rewind, 391) == step
+    assert parse_steps(value).to_step(391) == step  # the one step-spec parser reads it alike
+
+
+def lottery_suite(rewind: str) -> str:
+    return BASE_SUITE.replace(
+        "  - dense\n", f"  - name: lottery\n    params:\n      levels: 2\n{rewind}"
+    )
+
+
+def test_rewind_spellings_of_one_point_make_one_cell_id(host, write_suite) -> None:
+    def ids(rewind: str) -> list[str]:
+        return [c.id for c in load_suite(write_suite(lottery_suite(rewind)), host).cells]
+
+    one = ids("      rewind: 1\n")
+    assert ids("      rewind: '1'\n") == one
+    assert ids("      rewind: 1ep\n") == one
+    assert ids("      rewind: ' 1 ep '\n") == one
+    assert ids("      rewind: 3it\n") != one
+    # Zero is spelled "0", the default: any zero is the cell that leaves rewind unset.
+    zero = ids("")
+    assert ids("      rewind: 0\n") == zero
+    assert ids("      rewind: 0it\n") == zero
+    assert ids("      rewind: 0ep\n") == zero
+    assert zero != one
+
+
+def test_levels_are_the_point_keys_and_figures_come_from_lottery_figures(monkeypatch) -> None:
+    assert Lottery.point_keys == ("level",)
+    calls = []
+
+    def imp_figures(data: Any, colors: Any) -> list[str]:
+        calls.append((data, colors))
+        return ["figure"]
+
+    # Stands in for the module (and its matplotlib), which the method imports only when called.
+    fake = types.ModuleType("pcnbench_plugins.lottery_figures")
+    fake.imp_figures = imp_figures  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pcnbench_plugins.lottery_figures", fake)
+    data, colors = object(), {"lottery": "#123456"}
+    assert Lottery().figures(data, colors) == ["figure"]  # type: ignore[arg-type]
+    assert calls == [(data, colors)]
+
+
+def test_importing_the_method_does_not_import_matplotlib() -> None:
+    code = (
+        "import sys, pcnbench_plugins.lottery; "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
+        "assert 'pcnbench_plugins.lottery_figures' not in sys.modules, 'figures imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_check_model_rejects_bad_exclude_patterns_on_a_meta_model() -> None:
+    with torch.device("meta"):
+        model = convnet()
+    Lottery().check_model(LotteryParams(levels=1, exclude="6"), model)
+    with pytest.raises(ParamError, match="pattern '7' matches no Conv2d or Linear layer") as info:
+        Lottery().check_model(LotteryParams(levels=1, exclude="6, 7"), model)
+    assert (info.value.key, "(layers: 0, 3, 6)" in info.value.message) == ("exclude", True)
+    with pytest.raises(ParamError, match="nothing to prune"):
+        Lottery().check_model(LotteryParams(levels=1, exclude="*"), model)
 
 
 @pytest.mark.parametrize(

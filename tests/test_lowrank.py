@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from pcnbench.api import DataInfo
+from pcnbench.api import DataInfo, ParamError, Recipe, select_layers
 from pcnbench.counting import count_params
-from pcnbench.errors import ParamError, SuiteError
-from pcnbench.recipe import Recipe
+from pcnbench.errors import SuiteError
 from pcnbench.session import Session
 from pcnbench.suite import load_suite
 from pcnbench_plugins.datasets.synthetic import Synthetic
@@ -22,10 +21,11 @@ from pcnbench_plugins.lowrank import (
     LowRankParams,
     RankRule,
     choose_rank,
+    default_layers,
     factorize_layer,
+    lowrank_layers,
     lowrank_transform,
     parse_rank,
-    select_layers,
 )
 from pcnbench_plugins.models.cifar_resnet import ResNet
 from pcnbench_plugins.models.mlp import CNN
@@ -258,16 +258,39 @@ def test_grouped_conv_stays_dense_with_a_warning() -> None:
 
 def test_default_layers_skip_the_first_and_patterns_select() -> None:
     model = ResNet().build(ResNet.Params(), DataInfo((3, 32, 32), 10))
-    default = select_layers(model)
+    default = lowrank_layers(model)
+    assert default == default_layers(model)
     assert "conv" not in default
     assert default[0] == "blocks.0.conv1"
     assert default[-1] == "blocks.8.conv2"
     assert len(default) == 18 + 2  # 18 block convs and 2 shortcut convs: neither stem nor fc
-    chosen = select_layers(model, ["blocks.*.conv2", "fc"])
+    chosen = lowrank_layers(model, ["blocks.*.conv2", "fc"])
+    assert chosen == select_layers(model, ["blocks.*.conv2", "fc"])
     assert len(chosen) == 10
     assert chosen[-1] == "fc"
-    with pytest.raises(ValueError, match="'head' matches no conv or linear layer"):
-        select_layers(model, ["head"])
+    with pytest.raises(
+        ParamError, match="pattern 'head' matches no Conv2d or Linear layer"
+    ) as info:
+        lowrank_layers(model, ["head"])
+    assert info.value.key == "layers"
+    assert "(layers: conv, blocks.0.conv1, blocks.0.conv2, " in info.value.message
+    # The transform selects with the same helper, so it fails the same way.
+    with pytest.raises(ParamError, match="pattern 'head' matches no Conv2d or Linear layer"):
+        lowrank_transform(model, "e0.9", layers=["blocks.*.conv2", "head"])
+
+
+def test_check_model_rejects_a_pattern_on_a_meta_model_without_reading_weights() -> None:
+    with torch.device("meta"):
+        model = ResNet().build(ResNet.Params(), DataInfo((3, 32, 32), 10))
+    LowRank().check_model(LowRankParams(layers="blocks.*.conv2, fc"), model)
+    LowRank().check_model(LowRankParams(), model)  # the default selection names no pattern
+    with pytest.raises(ParamError) as info:
+        LowRank().check_model(LowRankParams(layers="fc, blocks.0.conv3"), model)
+    assert info.value.key == "layers"
+    assert info.value.message.startswith(
+        "pattern 'blocks.0.conv3' matches no Conv2d or Linear layer; "
+        "did you mean 'blocks.0.conv2'? (layers: conv, blocks.0.conv1, "
+    )
 
 
 def test_resnet20_full_rank_is_exact_and_energy_rule_shrinks_it() -> None:

@@ -12,9 +12,8 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn.utils import prune
 
-from pcnbench.errors import ParamError, SuiteError
-from pcnbench.masks import masked_parameters
-from pcnbench.recipe import Recipe
+from pcnbench.api import ParamError, Recipe, masked_parameters
+from pcnbench.errors import SuiteError
 from pcnbench.session import Session
 from pcnbench.suite import load_suite
 from pcnbench_plugins.magnitude import Magnitude, MagnitudeParams
@@ -92,10 +91,24 @@ def test_exclude_leaves_matching_layers_dense_and_accepts_a_comma_separated_stri
     assert params.exclude == ("6", "0")
     assert MagnitudeParams(sparsity=0.5, exclude=["6"]).exclude == ("6",)
     assert list(prunable_layers(convnet(), params.exclude)) == ["3"]
-    with pytest.raises(ParamError, match="'fc' matches no conv or linear layer"):
-        prunable_layers(convnet(), ("fc",))
-    with pytest.raises(ParamError, match="nothing to prune"):
+    with pytest.raises(ParamError, match="pattern 'fc' matches no Conv2d or Linear layer") as info:
+        prunable_layers(convnet(), ("6", "fc"))
+    assert info.value.key == "exclude"
+    assert "(layers: 0, 3, 6)" in info.value.message
+    with pytest.raises(ParamError, match="nothing to prune") as info:
         prunable_layers(convnet(), ("*",))
+    assert info.value.key == "exclude"
+
+
+def test_check_model_rejects_bad_exclude_patterns_on_a_meta_model() -> None:
+    with torch.device("meta"):
+        model = convnet()
+    Magnitude().check_model(MagnitudeParams(sparsity=0.5, exclude="6"), model)
+    with pytest.raises(ParamError, match="pattern 'fc' matches no Conv2d or Linear layer") as info:
+        Magnitude().check_model(MagnitudeParams(sparsity=0.5, exclude="6, fc"), model)
+    assert (info.value.key, "(layers: 0, 3, 6)" in info.value.message) == ("exclude", True)
+    with pytest.raises(ParamError, match="nothing to prune"):
+        Magnitude().check_model(MagnitudeParams(sparsity=0.5, exclude="[036]"), model)
 
 
 def test_pruned_weights_stay_zero_through_50_steps_with_momentum_and_weight_decay() -> None:

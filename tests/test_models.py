@@ -13,8 +13,7 @@ from torch import nn
 
 import pcnbench_plugins.models as models_plugin
 from pcnbench import hookspecs
-from pcnbench.api import DataInfo, ModelPlugin
-from pcnbench.errors import ParamError
+from pcnbench.api import DataInfo, ModelPlugin, ParamError
 from pcnbench_plugins.models.cifar_resnet import ResNet
 from pcnbench_plugins.models.cifar_vgg import VGG
 from pcnbench_plugins.models.mlp import CNN, MLP

@@ -211,6 +211,37 @@ CASES = [
         "with model 'mlp' on 'synthetic': keeps no unit of a 4-wide layer",
     ),
     ("entry_not_a_mapping", edit("  - dense", "  - 5"), "5", "methods[0]", "valid dictionary"),
+    # A layer pattern that matches no layer of the model is a typo: named, with the layers there
+    # are (mlp depth 1: fc1, fc), found on the model built on the meta device.
+    (
+        "lowrank_layer_pattern_matches_no_layer",
+        edit("  - dense", "  - name: lowrank\n    params: {at_epoch: 1, layers: 'fc, fc_1'}"),
+        "'fc, fc_1'",
+        "methods[0].params.layers",
+        "with model 'mlp' on 'synthetic': pattern 'fc_1' matches no Conv2d or Linear layer; "
+        "did you mean 'fc1'? (layers: fc1, fc)",
+    ),
+    (
+        "magnitude_exclude_pattern_matches_no_layer",
+        edit("  - dense", "  - name: magnitude\n    params: {sparsity: 0.5, exclude: fcc}"),
+        "fcc",
+        "methods[0].params.exclude",
+        "pattern 'fcc' matches no Conv2d or Linear layer; did you mean 'fc'? (layers: fc1, fc)",
+    ),
+    (
+        "lottery_exclude_pattern_in_a_grid_matches_no_layer",
+        edit("  - dense", "  - name: lottery\n    params: {levels: 1, exclude: [fc, head]}"),
+        "head",
+        "methods[0].params.exclude[1]",
+        "pattern 'head' matches no Conv2d or Linear layer (layers: fc1, fc)",
+    ),
+    (
+        "lottery_exclude_leaves_nothing_to_prune",
+        edit("  - dense", "  - name: lottery\n    params: {levels: 1, exclude: 'fc*'}"),
+        "'fc*'",
+        "methods[0].params.exclude",
+        "excludes every conv and linear layer; nothing to prune",
+    ),
     (
         "dataset_param_wrong_type",
         edit("{n_train: 64, n_test: 32}", "{n_train: many, n_test: 32}"),

@@ -7,8 +7,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from pcnbench.api import DataInfo, DatasetPlugin, FolderSplits, Params
-from pcnbench.errors import DatasetMissingError, ParamError
+from pcnbench.api import (
+    DataInfo,
+    DatasetMissingError,
+    DatasetPlugin,
+    FolderSplits,
+    ParamError,
+    Params,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -6,8 +6,7 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pcnbench.api import DataInfo, DatasetPlugin, Params, TensorSplits
-from pcnbench.errors import DatasetMissingError
+from pcnbench.api import DataInfo, DatasetMissingError, DatasetPlugin, Params, TensorSplits
 
 from .stats import channel_stats
 

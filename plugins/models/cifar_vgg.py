@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from pcnbench.api import DataInfo, ModelPlugin, Params
-from pcnbench.errors import ParamError
+from pcnbench.api import DataInfo, ModelPlugin, ParamError, Params
 
 from .openlth_init import openlth_init
 from .shapes import image_shape

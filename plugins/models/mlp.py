@@ -8,8 +8,7 @@ from collections import OrderedDict
 from pydantic import Field
 from torch import nn
 
-from pcnbench.api import DataInfo, ModelPlugin, Params
-from pcnbench.errors import ParamError
+from pcnbench.api import DataInfo, ModelPlugin, ParamError, Params
 
 from .shapes import image_shape
 

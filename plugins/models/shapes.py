@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pcnbench.api import DataInfo
-from pcnbench.errors import ParamError
+from pcnbench.api import DataInfo, ParamError
 
 
 def image_shape(info: DataInfo, model: str) -> tuple[int, int, int]:

@@ -7,8 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from torch import nn
 
-from pcnbench.api import DataInfo, ModelPlugin, Params
-from pcnbench.errors import ParamError
+from pcnbench.api import DataInfo, ModelPlugin, ParamError, Params
 
 from .shapes import image_shape
 
