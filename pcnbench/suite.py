@@ -155,8 +155,6 @@ def check_excludes(loaded: LoadedSuite) -> None:
                 raise source.error(
                     (*base, key), f"'{name}' is not one of the suite's {key}s ({', '.join(names)})"
                 )
-    if not loaded.cells:
-        raise source.error(("exclude",), "the exclude rules remove every cell", key=True)
 
 
 def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
@@ -252,6 +250,7 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
         sha256=hashlib.sha256(raw_text.encode("utf-8")).hexdigest(),
         text=raw_text,
     )
+    check_excludes(loaded)
     loaded.cells = expand(
         suite.name,
         loaded.datasets,
@@ -261,7 +260,8 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
         suite.recipe,
         suite.exclude,
     )
-    check_excludes(loaded)
+    if not loaded.cells:
+        raise source.error(("exclude",), "the exclude rules remove every cell", key=True)
     check_compatibility(loaded, host)
     executors = getattr(host, "executors", None)
     if executors is not None and suite.executor.name not in executors:
