@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import warnings
 
 import pytest
@@ -397,10 +398,19 @@ def test_the_first_layer_is_never_transformed_even_when_named() -> None:
     assert type(new[1]) is nn.Linear and "1" not in report.layers
 
 
-def test_a_pattern_matching_no_layer_warns_listing_the_layers() -> None:
-    with pytest.warns(UserWarning, match=r"'blocks\.\*' matches no Conv2d or Linear.*1, 3, 5"):
-        _, report = pcn_transform(mlp(), [torch.randn(8, 3, 4, 4)], layers={"blocks.*": "d2"})
-    assert list(report.layers) == ["3", "5"]
+def test_a_pattern_matching_no_layer_is_an_error_listing_the_layers() -> None:
+    with pytest.raises(ParamError, match=r"'blocks\.\*' matches no Conv2d or Linear.*1, 3, 5"):
+        pcn_transform(mlp(), [torch.randn(8, 3, 4, 4)], layers={"blocks.*": "d2"})
+
+
+def test_check_model_rejects_a_pattern_matching_no_layer_on_a_meta_model() -> None:
+    with torch.device("meta"):
+        model = vgg11()
+    assert all(p.is_meta for p in model.parameters())
+    PCN().check_model(PCNParams(layers={"layers.*.conv": "d8", "fc": None}), model)
+    with pytest.raises(ParamError, match=r"'fcc' matches no .*did you mean 'fc'") as info:
+        PCN().check_model(PCNParams(layers={"fcc": None}), model)
+    assert info.value.key == "layers"
 
 
 def test_report_rows_are_plain_data_with_the_spectrum() -> None:
@@ -479,6 +489,28 @@ def test_suite_error_points_at_the_transform_epoch(host, write_suite) -> None:
         load_suite(write_suite(text), host)
     assert info.value.path == "methods[0].params.at_epoch[1]"
     assert "must be ≤ recipe.epochs (got 5)" in info.value.message
+
+
+def test_validation_rejects_a_layers_pattern_matching_no_layer(host, write_suite) -> None:
+    text = BASE_SUITE.replace(
+        "  - dense", "  - name: pcn\n    params: {at_epoch: 1, layers: {fcc: null}}"
+    )
+    path = write_suite(text, name="typo.yaml")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, host)
+    message = str(info.value)
+    assert re.match(rf"{re.escape(str(path))}:\d+:\d+: ", message), message
+    assert info.value.path == "methods[0].params.layers"
+    assert "'fcc'" in message and "(layers: fc1, fc)" in message
+
+
+def test_figures_come_from_the_pcn_figures_module(monkeypatch) -> None:
+    import pcnbench_plugins.pcn.figures as figures
+
+    calls = []
+    monkeypatch.setattr(figures, "pcn_figures", lambda data, colors: calls.append(colors) or [])
+    assert PCN().figures(None, {"pcn": "#123456"}) == []
+    assert calls == [{"pcn": "#123456"}]
 
 
 def small_session(epochs: int = 3) -> Session:

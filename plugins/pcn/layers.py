@@ -1,0 +1,161 @@
+"""The rewritten layers: conv and linear acting on the top-k principal components of their input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PCABasis", "PCAConv2d", "PCALinear", "rewrite", "unsupported"]
+
+
+class PCABasis(nn.Module):
+    """The fixed basis of one layer input: mean `mu` (d,) and top-k eigenvectors `V` (d, k).
+
+    Buffers, not parameters: they are not trained. Layers that read the same input hold the
+    same PCABasis object, so the tensors exist (and are counted) once, even after `.to()`.
+    """
+
+    def __init__(self, mu: torch.Tensor, basis: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mu", mu)
+        # Stored as the transpose of a contiguous (k, d) matrix: Vᵀ is then a ready-made
+        # conv/linear weight, with no copy per forward pass.
+        self.register_buffer("V", basis.T.contiguous().T)
+
+    @property
+    def width(self) -> int:
+        """Input width d."""
+        return self.V.shape[0]
+
+    @property
+    def components(self) -> int:
+        """Kept components k."""
+        return self.V.shape[1]
+
+    def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vᵀ (k, d) and the offset −Vᵀμ (k,): Vᵀ(x − μ) = Vᵀx − Vᵀμ as one affine map."""
+        return self.V.T.contiguous(), -(self.mu @ self.V)
+
+    def extra_repr(self) -> str:
+        """d and k."""
+        return f"d={self.width}, k={self.components}"
+
+
+class PCAConv2d(nn.Module):
+    """A conv acting on the top-k principal components of its input's channels.
+
+    Computes conv(Vᵀ(pad(x) − μ), W′) + b′ with padding 0 and the original stride, where
+    W′ = W·V on the input-channel axis and b′ = b + Σ_positions W·μ.
+    """
+
+    def __init__(
+        self,
+        basis: PCABasis,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        stride: tuple[int, int],
+        padding_mode: str = "zeros",
+        reversed_padding: Sequence[int] = (0, 0, 0, 0),
+    ) -> None:
+        super().__init__()
+        self.basis = basis
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+        self.out_channels = weight.shape[0]
+        self.kernel_size = tuple(weight.shape[2:])
+        self.stride = tuple(stride)
+        self.padding_mode = padding_mode
+        left, right, top, bottom = reversed_padding
+        self.padding = (left, right, top, bottom)  # as F.pad takes it
+        # Zero padding on both sides alike is the 1×1 projection's own padding: its bias alone
+        # fills the border, which is exactly Vᵀ(0 − μ).
+        self._symmetric = padding_mode == "zeros" and left == right and top == bottom
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad, center and project the input in one 1×1 conv, then convolve with W′, b′."""
+        projection, offset = self.basis.projection()
+        projection = projection[:, :, None, None]
+        if self._symmetric:
+            left, _, top, _ = self.padding
+            z = F.conv2d(x, projection, offset, padding=(top, left))
+        else:
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            z = F.conv2d(F.pad(x, self.padding, mode=mode), projection, offset)
+        return F.conv2d(z, self.weight, self.bias, self.stride)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels d the layer reads (before projection)."""
+        return self.basis.width
+
+    def extra_repr(self) -> str:
+        """Shapes and geometry."""
+        return (
+            f"{self.in_channels}→{self.basis.components}→{self.out_channels}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+            + (f", padding_mode={self.padding_mode}" if self.padding_mode != "zeros" else "")
+        )
+
+
+class PCALinear(nn.Module):
+    """A linear layer acting on the top-k principal components of its input: W′Vᵀ(x − μ) + b′."""
+
+    def __init__(self, basis: PCABasis, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.basis = basis
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+        self.out_features = weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Center and project the input (one affine map), then apply W′, b′."""
+        projection, offset = self.basis.projection()
+        return F.linear(F.linear(x, projection, offset), self.weight, self.bias)
+
+    @property
+    def in_features(self) -> int:
+        """Input width d the layer reads (before projection)."""
+        return self.basis.width
+
+    def extra_repr(self) -> str:
+        """Shapes."""
+        return f"{self.in_features}→{self.basis.components}→{self.out_features}"
+
+
+def rewrite(
+    module: nn.Conv2d | nn.Linear, basis: PCABasis, mu: torch.Tensor, v: torch.Tensor
+) -> nn.Module:
+    """The PCA layer computing `module` on the basis (μ, V float64): W′ = W·V, b′ = b + ΣW·μ."""
+    weight = module.weight.detach().to(torch.float64)
+    bias = module.bias.detach().to(torch.float64) if module.bias is not None else None
+    bias = bias if bias is not None else weight.new_zeros(weight.shape[0])
+    dtype = module.weight.dtype
+    if isinstance(module, nn.Conv2d):
+        new_weight = torch.einsum("oc...,ck->ok...", weight, v)
+        new_bias = bias + torch.einsum("oc...,c->o", weight, mu)
+        new: nn.Module = PCAConv2d(
+            basis,
+            new_weight.to(dtype),
+            new_bias.to(dtype),
+            stride=module.stride,
+            padding_mode=module.padding_mode,
+            reversed_padding=module._reversed_padding_repeated_twice,
+        )
+    else:
+        new = PCALinear(basis, (weight @ v).to(dtype), (bias + weight @ mu).to(dtype))
+    new.weight.requires_grad_(module.weight.requires_grad)
+    new.train(module.training)
+    return new
+
+
+def unsupported(module: nn.Module) -> str | None:
+    """Why a conv cannot be rewritten (None if it can)."""
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1:
+            return f"grouped convolution (groups={module.groups})"
+        if tuple(module.dilation) != (1, 1):
+            return f"dilated convolution (dilation={tuple(module.dilation)})"
+    return None
