@@ -166,7 +166,7 @@ class PluginHost:
                     if not isinstance(obj, _base) or not getattr(obj, "name", ""):
                         raise PluginError(
                             f"plugin '{_plugin}' registered {obj!r}, which is not a named "
-                            f"{_base.__module__}.{_base.__qualname__} instance"
+                            f"pcnbench.api.{_base.__qualname__} instance"
                         )
                     _registry.add(obj, _plugin)
                     info = self.infos.get(_plugin)
