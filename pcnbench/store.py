@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS cells (
     suite TEXT, label TEXT,
     dataset TEXT, dataset_params TEXT, model TEXT, model_params TEXT,
     method TEXT, method_params TEXT, seed INTEGER, config TEXT,
+    dataset_setting TEXT, model_setting TEXT, method_setting TEXT,
     status TEXT, error TEXT, run_id INTEGER, device TEXT,
     started_at TEXT, finished_at TEXT, wall_time_s REAL
 );
@@ -72,6 +73,10 @@ CREATE TABLE IF NOT EXISTS phases (
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# Each axis's parameters as the suite wrote them for the grid point (JSON; `Choice.raw`): what
+# tells the point apart from the others of its plugin. Added to databases written before them.
+SETTING_COLUMNS = ("dataset_setting", "model_setting", "method_setting")
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -88,6 +93,15 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return value.item()
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _setting(cell: Any, axis: str) -> str | None:
+    """The params the suite wrote for one axis of `cell`, as JSON in the order written.
+
+    None when the cell does not say (a stand-in without `Choice`s).
+    """
+    raw = getattr(getattr(cell, axis, None), "raw", None)
+    return json.dumps(raw, default=str) if isinstance(raw, dict) else None
 
 
 def _row(obj: Any) -> dict[str, Any]:
@@ -109,6 +123,7 @@ class Store:
             self.db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            self._ensure_columns("cells", SETTING_COLUMNS)
 
     @classmethod
     def open_existing(cls, location: str | Path) -> Store:
@@ -184,7 +199,11 @@ class Store:
         }
 
     def start_cell(self, cell: Any, run_id: int, device: str) -> None:
-        """Mark a cell running (a crash leaves it so, and the next run retries it)."""
+        """Mark a cell running (a crash leaves it so, and the next run retries it).
+
+        Stores its full parameters and, in the `*_setting` columns, the parameters as the suite
+        wrote them for its grid point (`cell.method.raw` and likewise), as JSON.
+        """
         config = cell.config
         row = {
             "cell_id": cell.id,
@@ -198,6 +217,7 @@ class Store:
             "method_params": config["method"]["params"],
             "seed": cell.seed,
             "config": config,
+            **{f"{axis}_setting": _setting(cell, axis) for axis in ("dataset", "model", "method")},
             "status": "running",
             "error": None,
             "run_id": run_id,
@@ -253,6 +273,7 @@ class Store:
         query = (
             "SELECT c.suite, c.cell_id, c.label, c.dataset, c.dataset_params, c.model,"
             " c.model_params, c.method, c.method_params, c.seed, c.status, c.error, c.device,"
+            " c.dataset_setting, c.model_setting, c.method_setting,"
             f" r.idx AS result, {picked}"
             " FROM cells c LEFT JOIN results r ON r.cell_id = c.cell_id"
             " ORDER BY c.rowid, r.idx"

@@ -3,7 +3,8 @@
 It holds dense, two PCN settings (with per-layer spectra), magnitude pruning (estimated energy
 only), a three-level lottery run (one result row per level, rewinding in its epoch records),
 a failed low-rank cell and a cell that never finished, over three seeds, plus a second model
-with only dense and one PCN setting.
+with only dense and one PCN setting. Cells carry their settings as the suite wrote them, the
+way `pcnbench.cells.Cell` does (`cell.method.raw`), and their labels are built from them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pcnbench_plugins.dense as dense
+import pcnbench_plugins.lottery as lottery
+import pcnbench_plugins.lowrank as lowrank
+import pcnbench_plugins.magnitude as magnitude
+import pcnbench_plugins.pcn as pcn
 import pcnbench_plugins.reporters as reporters
 from pcnbench.manager import PluginHost, load_plugins
 from pcnbench.store import Store
@@ -127,20 +133,48 @@ def _result(
     return row
 
 
-def _cell(
-    suite: str, model: dict[str, Any], method: str, params: dict[str, Any], seed: int
-) -> SimpleNamespace:
+def _short(name: str, params: dict[str, Any]) -> str:
     shown = ",".join(f"{k}={v}" for k, v in params.items())
-    mshown = ",".join(f"{k}={v}" for k, v in model.items())
-    label = f"cifar10 · resnet({mshown}) · {method}{f'({shown})' if shown else ''} · seed {seed}"
+    return f"{name}({shown})" if shown else name
+
+
+def fake_cell(
+    suite: str,
+    model: dict[str, Any],
+    method: str,
+    params: dict[str, Any],
+    seed: int,
+    *,
+    dataset: str = "cifar10",
+    model_name: str = "resnet",
+    full: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> SimpleNamespace:
+    """A stand-in for `pcnbench.cells.Cell`: what `Store.start_cell` reads of one.
+
+    `params` is the method's setting as the suite wrote it; `full` its full parameters
+    (defaults filled in; `params` when not given). `label` overrides the usual label.
+    """
+    if label is None:
+        parts = [dataset, _short(model_name, model), _short(method, params), f"seed {seed}"]
+        label = " · ".join(parts)
     config = {
-        "dataset": {"name": "cifar10", "params": {}},
-        "model": {"name": "resnet", "params": model},
-        "method": {"name": method, "params": params},
+        "dataset": {"name": dataset, "params": {}},
+        "model": {"name": model_name, "params": model},
+        "method": {"name": method, "params": params if full is None else full},
         "seed": seed,
     }
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    return SimpleNamespace(id=digest, suite=suite, label=label, config=config, seed=seed)
+    return SimpleNamespace(
+        id=digest,
+        suite=suite,
+        label=label,
+        config=config,
+        seed=seed,
+        dataset=SimpleNamespace(name=dataset, raw={}),
+        model=SimpleNamespace(name=model_name, raw=dict(model)),
+        method=SimpleNamespace(name=method, raw=dict(params)),
+    )
 
 
 SUITE_TEXT = """\
@@ -182,7 +216,7 @@ def write_synthetic_results(out_dir: Path) -> Path:
     for seed in SEEDS:
         base = DENSE_ACC[seed]
         finish(
-            _cell("synth", r20, "dense", {}, seed),
+            fake_cell("synth", r20, "dense", {}, seed),
             [_result(DENSE_PARAMS, DENSE_MACS, base, 1000.0, seed)],
             _epochs(base),
             [_phase("train", "train", 0, EPOCHS * STEPS_PER_EPOCH)],
@@ -194,7 +228,7 @@ def write_synthetic_results(out_dir: Path) -> Path:
             acc = base + OFFSETS[tag][seed]
             transform = 5 * STEPS_PER_EPOCH
             finish(
-                _cell("synth", r20, "pcn", {"keep": f"f{keep:g}"}, seed),
+                fake_cell("synth", r20, "pcn", {"keep": f"f{keep:g}"}, seed),
                 [
                     _result(
                         params,
@@ -217,7 +251,7 @@ def write_synthetic_results(out_dir: Path) -> Path:
             )
         acc = base + OFFSETS["magnitude"][seed]
         finish(
-            _cell("synth", r20, "magnitude", {"sparsity": 0.9}, seed),
+            fake_cell("synth", r20, "magnitude", {"sparsity": 0.9}, seed),
             [
                 _result(
                     27_247,
@@ -252,7 +286,7 @@ def write_synthetic_results(out_dir: Path) -> Path:
             for level in (1, 2, 3)
         ]
         finish(
-            _cell("synth", r20, "lottery", {"levels": 3, "rewind": "2ep"}, seed),
+            fake_cell("synth", r20, "lottery", {"levels": 3, "rewind": "2ep"}, seed),
             levels,
             _epochs(base, restarts=3, rewind=2),
             [
@@ -260,21 +294,21 @@ def write_synthetic_results(out_dir: Path) -> Path:
                 for i in range(3)
             ],
         )
-    failed = _cell("synth", r20, "lowrank", {}, 0)
+    failed = fake_cell("synth", r20, "lowrank", {}, 0)
     store.start_cell(failed, run, "cuda:0")
     store.finish_cell(failed.id, "failed", error=TRACEBACK)
-    store.start_cell(_cell("synth", r20, "lowrank", {}, 1), run, "cuda:0")  # never finished
+    store.start_cell(fake_cell("synth", r20, "lowrank", {}, 1), run, "cuda:0")  # never finished
     r56 = {"depth": 56}
     for seed in SEEDS:
         base = DENSE_ACC[seed] + 0.01
         finish(
-            _cell("synth", r56, "dense", {}, seed),
+            fake_cell("synth", r56, "dense", {}, seed),
             [_result(855_770, 125_000_000, base, 2800.0, seed, **R56_DENSE)],
             _epochs(base),
             [],
         )
         finish(
-            _cell("synth", r56, "pcn", {"keep": "f0.25"}, seed),
+            fake_cell("synth", r56, "pcn", {"keep": "f0.25"}, seed),
             [_result(100_000, 16_000_000, base - 0.02, 1500.0, seed, **R56_DENSE)],
             _epochs(base - 0.02),
             [],
@@ -284,6 +318,14 @@ def write_synthetic_results(out_dir: Path) -> Path:
     return out_dir
 
 
-def reporters_host() -> PluginHost:
-    """A plugin host with only the built-in reporters (method plugins play no part here)."""
-    return load_plugins([("reporters", reporters)], entry_points=False)
+def report_host(*extra: tuple[str, object], methods: bool = True) -> PluginHost:
+    """A plugin host with the built-in reporters and (unless `methods` is False) methods.
+
+    The methods give the report their point keys (the lottery's `level`) and their own
+    figures (PCN spectra, IMP levels); `extra` (name, plugin) pairs are registered as well.
+    """
+    plugins: list[tuple[str, object]] = [("reporters", reporters)]
+    if methods:
+        for module in (dense, pcn, magnitude, lottery, lowrank):
+            plugins.append((module.__name__.rsplit(".", 1)[-1], module))
+    return load_plugins([*plugins, *extra], entry_points=False)

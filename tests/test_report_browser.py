@@ -17,7 +17,7 @@ import pytest
 
 from pcnbench.report import build_report
 
-from .reportdata import reporters_host, write_synthetic_results
+from .reportdata import report_host, write_synthetic_results
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -64,7 +64,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 def test_report_renders_every_figure_in_chromium(browser, tmp_path: Path) -> None:
     out = write_synthetic_results(tmp_path / "report")
-    build_report(out, reporters_host())
+    build_report(out, report_host())
     manifest = json.loads((out / "figures" / "figures.json").read_text())
     drawn = [e for e in manifest if e["stem"]]
     assert drawn, "the synthetic suite should draw figures"

@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
+from pcnbench.api import Method, Params, ReportData, ReportFigure
+from pcnbench.hookspecs import Register, hookimpl
 from pcnbench.manager import load_plugins
 from pcnbench.report import build_report, load_report_data
-from pcnbench.store import Store
-from pcnbench_plugins.reporters.figures import cumulative_epochs, render_figures
+from pcnbench.store import SETTING_COLUMNS, Store
+from pcnbench_plugins.reporters.curves import cumulative_epochs
+from pcnbench_plugins.reporters.figures import render_figures
 from pcnbench_plugins.reporters.html import inline_svg, render_html
-from pcnbench_plugins.reporters.points import model_groups
+from pcnbench_plugins.reporters.points import model_groups, operating_points
 from pcnbench_plugins.reporters.stats import (
     best_indices,
     mean_ci,
@@ -34,7 +39,7 @@ from pcnbench_plugins.reporters.tables import (
     to_markdown,
 )
 
-from .reportdata import TRACEBACK, reporters_host, write_synthetic_results
+from .reportdata import TRACEBACK, fake_cell, report_host, write_synthetic_results
 
 T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 10: 2.2281, 30: 2.0423}
 
@@ -43,13 +48,13 @@ T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 10: 2.2281, 30: 
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic suite's results with the full report built by the registered reporters."""
     out = write_synthetic_results(tmp_path_factory.mktemp("synth"))
-    build_report(out, reporters_host())
+    build_report(out, report_host())
     return out
 
 
 @pytest.fixture(scope="module")
 def tables(report_dir: Path) -> list:
-    return comparison_tables(model_groups(load_report_data(report_dir).results))
+    return comparison_tables(operating_points(load_report_data(report_dir, report_host())))
 
 
 def _row(table, method: str, setting: str = "") -> dict:
@@ -332,7 +337,7 @@ def test_headline_says_so_when_no_setting_matches_dense() -> None:
 
 
 def test_headline_on_the_synthetic_suite(report_dir: Path) -> None:
-    groups = model_groups(load_report_data(report_dir).results)
+    groups = operating_points(load_report_data(report_dir, report_host()))
     assert headline(groups) == (
         "On cifar10 · resnet(depth=20), pcn keep=f0.25 matches dense accuracy "
         "(Δ −0.20 ± 0.25 pp, 3 seeds) with 7.9× fewer parameters."
@@ -388,9 +393,16 @@ def test_partial_results_show_failed_and_unfinished_cells(report_dir: Path) -> N
 
 def test_figures_cover_every_kind_and_write_svg_pdf_png(report_dir: Path) -> None:
     entries = json.loads((report_dir / "figures" / "figures.json").read_text())
-    drawn = {(e["kind"], e["title"]) for e in entries if e["stem"]}
-    kinds = {k for k, _ in drawn}
-    assert kinds == {"pareto", "curves", "spectra", "imp"}
+    drawn = {(e["kind"], e["method"], e["title"]) for e in entries if e["stem"]}
+    kinds = {(k, m) for k, m, _ in drawn}
+    # the report's own figures, then the methods' own: PCN spectra and IMP levels
+    assert kinds == {("pareto", ""), ("curves", ""), ("method", "pcn"), ("method", "lottery")}
+    assert ("method", "pcn", "cifar10 · resnet(depth=20): PCN spectra") in drawn
+    assert (
+        "method",
+        "lottery",
+        "cifar10 · resnet(depth=20): IMP accuracy against density",
+    ) in drawn
     for entry in entries:
         if entry["stem"]:
             for ext in ("svg", "pdf", "png"):
@@ -399,6 +411,14 @@ def test_figures_cover_every_kind_and_write_svg_pdf_png(report_dir: Path) -> Non
     assert skipped["cifar10 · resnet(depth=56): IMP accuracy against density"] == (
         "no lottery results"
     )
+    html = (report_dir / "index.html").read_text(encoding="utf-8")
+    for stem, caption in (
+        ("pcn-spectra-cifar10-resnet-depth-20", "Cumulative fraction of the input variance"),
+        ("lottery-imp-cifar10-resnet-depth-20", "Each lottery level prunes a further fraction"),
+    ):
+        figure = html[html.index(f'<figure id="fig-{stem}"') :]
+        assert "<svg" in figure[: figure.index("</figure>")]
+        assert caption in figure[: figure.index("</figure>")]
 
 
 def test_report_with_nothing_finished_renders_and_skips_figures(tmp_path: Path) -> None:
@@ -457,7 +477,7 @@ def test_a_failing_reporter_does_not_stop_the_others(tmp_path: Path) -> None:
         def render(self, data, out_dir):
             raise RuntimeError("no ink")
 
-    real = reporters_host().reporters
+    real = report_host().reporters
     every = {name: real.get(name) for name in real.names()} | {"broken": Broken()}
     host = type("Host", (), {})()
     host.reporters = type(
@@ -513,3 +533,237 @@ def test_sharing_sentence_counts_each_cell_once_at_its_cumulative_cost():
     )
     assert sharing_sentence(frame.drop(columns="incurred_time_s")) is None
     assert sharing_sentence(frame.assign(trunk_reused_epochs=0.0)) is None
+
+
+# Structured settings and methods' own figures ----------------------------------------------
+
+
+class SketchParams(Params):
+    """Parameters of the test-only `sketch` method."""
+
+    rank: int = 4
+    layers: str = "all"
+
+
+class Sketch(Method):
+    """A third-party-like method: two stages per cell, and one figure of its own."""
+
+    name = "sketch"
+    Params = SketchParams
+    point_keys = ("stage",)
+
+    def run(self, session, params) -> None:
+        """Never run here: the test writes its results directly."""
+        raise NotImplementedError
+
+    def figures(self, data: ReportData, colors: Mapping[str, str]) -> list[ReportFigure]:
+        """Accuracy per stage, plus a figure it has nothing for."""
+        rows = data.results[data.results["method"] == self.name]
+        assert set(rows["method_setting"].map(json.dumps)) == {'{"rank": 8}'}
+        assert data.methods[self.name] is self
+        fig = Figure(figsize=(4, 3))
+        ax = fig.subplots()
+        ax.plot(rows["stage"], rows["accuracy"] * 100, color=colors[self.name], marker="o")
+        ax.set_xlabel("Stage")
+        return [
+            ReportFigure(
+                "sketch-stages",
+                "Sketch: accuracy per stage",
+                "Sketched layers recover accuracy stage by stage.",
+                figure=fig,
+            ),
+            ReportFigure(
+                "sketch-ranks", "Sketch: ranks", "", skipped="no rank sweep in this suite"
+            ),
+        ]
+
+
+class Broken(Method):
+    """A method whose figures raise."""
+
+    name = "broken"
+
+    def figures(self, data: ReportData, colors: Mapping[str, str]) -> list[ReportFigure]:
+        """Fail the way a plugin bug would."""
+        raise RuntimeError("no ink for broken figures")
+
+
+class ThirdParty:
+    """A plugin object registering the test-only methods."""
+
+    @hookimpl
+    def register_methods(self, register: Register) -> None:
+        """Register `sketch` and `broken`."""
+        register(Sketch())
+        register(Broken())
+
+
+def _small_suite(out: Path, cells: list[tuple[object, list[dict]]]) -> Path:
+    """A results database holding `cells` (each with its result rows) over a dense baseline."""
+    store = Store(out / "results.db")
+    run = store.begin_run("small", "small.yaml", "0" * 64, "name: small\n", ["pcnbench"], {})
+    for seed in (0, 1):
+        dense = fake_cell("small", {"width": 8}, "dense", {}, seed, dataset="digits")
+        cells = [(dense, [{"accuracy": 0.9, "params": 100, "dense_params": 100}]), *cells]
+    for cell, results in cells:
+        store.start_cell(cell, run, "cpu")
+        store.finish_cell(cell.id, "done", results=results)
+    store.end_run(run, "done")
+    store.close()
+    return out
+
+
+def _sketch_cells() -> list[tuple[object, list[dict]]]:
+    out = []
+    for seed in (0, 1):
+        cell = fake_cell(
+            "small",
+            {"width": 8},
+            "sketch",
+            {"rank": 8},
+            seed,
+            dataset="digits",
+            full={"rank": 8, "layers": "all"},
+        )
+        rows = [
+            {"stage": stage, "accuracy": 0.8 + 0.05 * stage, "params": 50, "dense_params": 100}
+            for stage in (1, 2)
+        ]
+        out.append((cell, rows))
+    broken = fake_cell("small", {"width": 8}, "broken", {}, 0, dataset="digits")
+    out.append((broken, [{"accuracy": 0.5, "params": 10, "dense_params": 100}]))
+    return out
+
+
+def test_a_third_party_methods_figures_appear_in_the_report(tmp_path: Path) -> None:
+    out = _small_suite(tmp_path, _sketch_cells())
+    build_report(out, report_host(("thirdparty", ThirdParty())))  # no ReportError
+    entries = json.loads((out / "figures" / "figures.json").read_text())
+    mine = {e["title"]: e for e in entries if e["method"] == "sketch"}
+    assert mine["Sketch: accuracy per stage"]["stem"] == "sketch-stages"
+    for ext in ("svg", "pdf", "png"):
+        assert (out / "figures" / f"sketch-stages.{ext}").stat().st_size > 1000
+    assert mine["Sketch: ranks"]["skipped"] == "no rank sweep in this suite"
+    html = (out / "index.html").read_text(encoding="utf-8")
+    figure = html[html.index('<figure id="fig-sketch-stages"') :]
+    figure = figure[: figure.index("</figure>")]
+    assert 'class="fig-method method-sketch"' in figure and "<svg" in figure
+    assert "<b>Sketch: accuracy per stage.</b> Sketched layers recover accuracy" in figure
+    assert "<b>Sketch: ranks</b>: no rank sweep in this suite." in html
+    # its point keys name its operating points in the tables
+    data = load_report_data(out, report_host(("thirdparty", ThirdParty())))
+    (table,) = comparison_tables(operating_points(data))
+    assert [(r["method"], r["setting"]) for r in table.rows] == [
+        ("dense", ""),
+        ("sketch", "stage=1"),
+        ("sketch", "stage=2"),
+        ("broken", ""),
+    ]
+    assert "All sketch rows use rank=8." in table.notes
+
+
+def test_a_method_whose_figures_raise_is_a_reported_failure(tmp_path: Path) -> None:
+    out = _small_suite(tmp_path, _sketch_cells())
+    build_report(out, report_host(("thirdparty", ThirdParty())))  # the report does not fail
+    entries = json.loads((out / "figures" / "figures.json").read_text())
+    (failed,) = [e for e in entries if e["method"] == "broken"]
+    assert failed["title"] == "broken figures"
+    assert failed["skipped"] == "failed: RuntimeError: no ink for broken figures"
+    assert "in figures" in failed["error"] and failed["stem"] == ""
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert (
+        '<li class="bad"><b>broken figures</b>: failed: RuntimeError: no ink for broken figures.'
+        in html
+    )
+    assert 'id="fig-sketch-stages"' in html  # the other methods' figures are still there
+
+
+def test_figure_names_must_be_unique_in_the_report(tmp_path: Path) -> None:
+    class Copycat(Method):
+        name = "copycat"
+
+        def figures(self, data, colors):
+            return [ReportFigure("pareto-digits-parameters", "Copy", "", figure=Figure())]
+
+    cell = fake_cell("small", {"width": 8}, "copycat", {}, 0, dataset="digits")
+    out = _small_suite(tmp_path, [(cell, [{"accuracy": 0.8, "params": 5}])])
+    data = load_report_data(out)
+    data.methods["copycat"] = Copycat()
+    entries = render_figures(data, tmp_path / "figures")
+    (copy,) = [e for e in entries if e.method == "copycat"]
+    assert copy.skipped == (
+        "failed: ValueError: another figure of this report is already named "
+        "'pareto-digits-parameters'"
+    )
+    assert any(e.stem == "pareto-digits-parameters" and e.kind == "pareto" for e in entries)
+
+
+def test_results_of_a_method_no_longer_installed_still_render(tmp_path: Path) -> None:
+    out = write_synthetic_results(tmp_path)
+    build_report(out, report_host(methods=False))
+    entries = json.loads((out / "figures" / "figures.json").read_text())
+    assert {e["kind"] for e in entries} == {"pareto", "curves"}  # no method's own figures
+    csv = pd.read_csv(out / "comparison.csv")
+    lottery = csv[csv["method"] == "lottery"]["setting"].tolist()
+    # without the lottery's point keys its levels are told apart by position
+    assert lottery == ["result 0", "result 1", "result 2"]
+    assert "pcn keep=f0.25 matches dense accuracy" in (out / "index.html").read_text()
+
+
+def test_settings_come_from_structured_columns_not_the_label(tmp_path: Path) -> None:
+    store = Store(tmp_path / "results.db")
+    run = store.begin_run("odd", "odd.yaml", "0" * 64, "name: odd\n", ["pcnbench"], {})
+    for keep, acc, count in (("f0.5", 0.9, 50), ("f0.1", 0.89, 10)):
+        setting = {"keep": keep, "layers": "conv1,fc · head", "note": "a, b=c"}
+        cell = fake_cell(
+            "odd",
+            {"width": 8, "act": "relu · gelu"},
+            "pcn",
+            setting,
+            0,
+            dataset="digits",
+            model_name="mlp",
+            full={**setting, "at_epoch": 1, "calibration": 1000},
+            label="digits · mlp · with · dots · and, commas · everywhere · seed 0",
+        )
+        store.start_cell(cell, run, "cpu")
+        store.finish_cell(cell.id, "done", results=[{"accuracy": acc, "params": count}])
+    store.close()
+    data = load_report_data(tmp_path, report_host())
+    row = data.results.iloc[0]
+    assert row["method_setting"] == {"keep": "f0.5", "layers": "conv1,fc · head", "note": "a, b=c"}
+    assert row["method_params"]["calibration"] == 1000  # the full parameters, as a dict
+    assert row["model_setting"] == {"width": 8, "act": "relu · gelu"}
+    (group,) = operating_points(data)
+    assert group.title == "digits · mlp(width=8,act=relu · gelu)"
+    assert [p.setting for p in group.points] == ["keep=f0.5", "keep=f0.1"]
+    (table,) = comparison_tables([group])
+    assert "All pcn rows use layers=conv1,fc · head, note=a, b=c." in table.notes
+    # a results frame without setting columns falls back to the full parameters
+    frame = data.results.drop(columns=["method_setting", "model_setting", "dataset_setting"])
+    (group,) = model_groups(frame)
+    assert group.points[0].setting == "keep=f0.5"
+    assert group.title == "digits · mlp(act=relu · gelu,width=8)"  # stored sorted
+    (table,) = comparison_tables([group])
+    shared = "at_epoch=1, calibration=1000, layers=conv1,fc · head, note=a, b=c"
+    assert f"All pcn rows use {shared}." in table.notes
+
+
+def test_the_store_keeps_the_settings_and_adds_their_columns_to_old_databases(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "results.db")
+    run = store.begin_run("old", "old.yaml", "0" * 64, "name: old\n", ["pcnbench"], {})
+    cell = fake_cell("old", {"width": 8}, "pcn", {"keep": "f0.5"}, 0, full={"keep": "f0.5", "x": 1})
+    store.start_cell(cell, run, "cpu")
+    store.finish_cell(cell.id, "done", results=[{"accuracy": 0.9}])
+    stored = store.db.execute("SELECT method_setting, model_setting FROM cells").fetchone()
+    assert json.loads(stored["method_setting"]) == {"keep": "f0.5"}
+    assert json.loads(stored["model_setting"]) == {"width": 8}
+    with store.db:  # a database from before settings were stored
+        for column in SETTING_COLUMNS:
+            store.db.execute(f"ALTER TABLE cells DROP COLUMN {column}")
+    store.close()
+    data = load_report_data(tmp_path)  # opening adds the columns back, empty
+    assert data.results.iloc[0]["method_setting"] == {"keep": "f0.5", "x": 1}
+    assert data.cells.iloc[0]["method_setting"] == {"keep": "f0.5", "x": 1}

@@ -1,7 +1,9 @@
 """Built-in reporters: comparison tables (CSV, Markdown, LaTeX), figures, and the HTML report.
 
 Each reporter imports its module when it renders, so loading the plugins (every `pcnbench`
-command does) does not pay for matplotlib.
+command does) does not pay for matplotlib. Methods add figures of their own through
+`Method.figures`; `pcnbench_plugins.reporters.style` is the module they may draw with (the
+package's one public module; the others may change).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pcnbench.hookspecs import Register, hookimpl
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pcnbench.report import ReportData
+    from pcnbench.api import ReportData
 
 __all__ = ["FiguresReporter", "HtmlReporter", "TablesReporter"]
 
@@ -33,7 +35,10 @@ class TablesReporter(Reporter):
 
 
 class FiguresReporter(Reporter):
-    """figures/*.svg, .pdf and .png, listed with the skipped ones in figures/figures.json."""
+    """figures/*.svg, .pdf and .png, listed with the skipped ones in figures/figures.json.
+
+    Pareto fronts and training curves, then each installed method's own `figures`.
+    """
 
     name = "figures"
     order = 20

@@ -12,13 +12,13 @@ import jinja2
 import yaml
 from markupsafe import Markup
 
-from .points import model_groups
+from .points import BASELINE, operating_points
 from .summary import TOLERANCE_PP, finding, headline, sharing_sentence
 from .tables import COLUMNS, LEGEND, ComparisonTable, comparison_tables
 from .template import TEMPLATE
 
 if TYPE_CHECKING:
-    from pcnbench.report import ReportData
+    from pcnbench.api import ReportData
 
 __all__ = ["inline_svg", "render_html", "write_html"]
 
@@ -63,7 +63,7 @@ def _html_table(table: ComparisonTable) -> dict[str, Any]:
                     "muted": text in {"—", "ref."} or text == row.get("energy_label"),
                 }
             )
-        rows.append({"cells": cells, "dense": row["method"] == "dense"})
+        rows.append({"cells": cells, "dense": row["method"] == BASELINE})
     return {
         "title": table.title,
         "headers": [{"text": c.header, "align": c.align} for c in COLUMNS],
@@ -107,7 +107,8 @@ def _figures(out_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]],
     for n, entry in enumerate(entries):
         svg_path = out_dir / "figures" / f"{entry['stem']}.svg" if entry.get("stem") else None
         if svg_path is None or not svg_path.is_file():
-            skipped.append({"title": entry["title"], "why": entry.get("skipped") or "not drawn"})
+            why = entry.get("skipped") or "not drawn"
+            skipped.append({"title": entry["title"], "why": why, "error": entry.get("error", "")})
             continue
         svg = inline_svg(svg_path.read_text(encoding="utf-8"), f"f{n}")
         links = [
@@ -119,6 +120,7 @@ def _figures(out_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]],
             {
                 "id": f"fig-{entry['stem']}",
                 "kind": entry["kind"],
+                "method": entry.get("method", ""),
                 "title": entry["title"],
                 "caption": entry.get("caption", ""),
                 "svg": Markup(svg),
@@ -159,7 +161,7 @@ def _unfinished(data: ReportData) -> list[dict[str, str]]:
 
 def render_html(data: ReportData, out_dir: Path) -> str:
     """The report page as one string (figures are read from figures/ if drawn)."""
-    groups = model_groups(data.results, data.phases)
+    groups = operating_points(data)
     tables = comparison_tables(groups)
     status = _cells_status(data)
     total = sum(status.values())

@@ -1,79 +1,45 @@
-"""Operating points: results grouped by (dataset, model), method setting and result index.
+"""Operating points: results grouped by (dataset, model), method setting and result key.
 
-A cell is one seed of one method setting; its result rows are the setting's operating points
-(a lottery cell records one per pruning level). An operating point collects the matching row of
-every seed, so its statistics are over seeds.
+A cell is one seed of one method setting; its result rows are the setting's operating points,
+told apart by the columns its method names in `Method.point_keys` (an IMP cell records one row
+per pruning level). An operating point collects the matching row of every seed, so its
+statistics are over seeds. Settings are read from the structured `*_setting` columns, never
+from the cell label.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .stats import Estimate, mean_ci, paired_delta
 
+if TYPE_CHECKING:
+    from pcnbench.api import ReportData
+
 __all__ = [
+    "BASELINE",
     "ModelGroup",
     "Point",
     "column",
     "energy_of",
     "model_groups",
     "number",
+    "operating_points",
+    "point_keys",
+    "setting_items",
+    "short_name",
 ]
 
-# Columns every result row may carry that describe outcomes, never which point it is.
-_OUTCOMES = {
-    "suite",
-    "cell_id",
-    "label",
-    "dataset",
-    "dataset_params",
-    "model",
-    "model_params",
-    "method",
-    "method_params",
-    "seed",
-    "status",
-    "error",
-    "device",
-    "result",
-    "params",
-    "dense_params",
-    "macs",
-    "dense_macs",
-    "accuracy",
-    "test_loss",
-    "val_accuracy",
-    "density",
-    "compression",
-    "speedup",
-    "train_time_s",
-    "transform_time_s",
-    "eval_time_s",
-    "epochs_trained",
-    "step",
-    "sparsity",
-    "transform_epoch",
-    "acc_before_transform",
-    "acc_after_transform",
-    "level0_accuracy",
-    "rewind_step",
-    "train_energy_j",
-    "train_energy_j_est",
-    "energy_method",
-    "co2_kg_est",
-    "latency_ms",
-    "throughput_sps",
-    "inference_method",
-    "peak_mem_bytes",
-}
-# Keys that name a result within a cell, preferred over anything found generically.
-_POINT_KEYS = ("level", "stage", "round")
+# The method every other point is compared to: a naming convention (the `dense` plugin trains
+# the unreduced model), not a special case of one plugin's results.
+BASELINE = "dense"
 
 
 def number(value: Any) -> float:
@@ -93,56 +59,41 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(frame[name], errors="coerce").astype(float)
 
 
-def _json(text: Any) -> dict[str, Any]:
-    if isinstance(text, dict):
-        return text
+def _json(value: Any) -> dict[str, Any]:
+    """A params column's value as a dict: parsed by `load_report_data`, or JSON text."""
+    if isinstance(value, dict):
+        return value
     try:
-        value = json.loads(text) if isinstance(text, str) and text else {}
+        parsed = json.loads(value) if isinstance(value, str) and value else {}
     except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
-def _short(name: str, params: dict[str, Any]) -> str:
-    if not params:
-        return name
-    inner = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
-    return f"{name}({inner})"
+def _key(value: Any) -> str:
+    """A params value as canonical text, to group by."""
+    return json.dumps(_json(value), sort_keys=True, default=str)
 
 
-def _label_parts(label: Any) -> list[str]:
-    # The cell label holds each axis as the suite author wrote it (defaults left out).
-    parts = str(label).split(" · ") if isinstance(label, str) else []
-    return parts if len(parts) >= 4 else []
+def setting_items(params: dict[str, Any]) -> list[str]:
+    """`{"keep": "f0.25", "at_epoch": 2}` → `["keep=f0.25", "at_epoch=2"]` (text as written)."""
+    return [
+        f"{k}={v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)}"
+        for k, v in params.items()
+    ]
 
 
-def _split_top(text: str) -> list[str]:
-    """Split `a=1,b=[2,3]` at the commas outside brackets and quotes."""
-    parts, depth, quote, current = [], 0, "", ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-            continue
-        current += ch
-    if current.strip():
-        parts.append(current.strip())
-    return parts
+def short_name(name: str, params: dict[str, Any]) -> str:
+    """`resnet(depth=20)`: a plugin's name with the parameters its grid point was given."""
+    return f"{name}({','.join(setting_items(params))})" if params else name
 
 
-def _items(method_label: str, method: str) -> list[str]:
-    """`pcn(keep=f0.25,at_epoch=2)` → `["keep=f0.25", "at_epoch=2"]`; a bare name → `[]`."""
-    if method_label.startswith(method + "(") and method_label.endswith(")"):
-        return _split_top(method_label[len(method) + 1 : -1])
-    return []
+def _setting(row: pd.Series, axis: str) -> dict[str, Any]:
+    """One axis's parameters as the suite wrote them (the full parameters where not stored)."""
+    written = row.get(f"{axis}_setting")
+    if isinstance(written, dict) or (isinstance(written, str) and written):
+        return _json(written)
+    return _json(row.get(f"{axis}_params"))
 
 
 def _measured_part(method: str) -> str:
@@ -175,17 +126,22 @@ class Point:
     rows: pd.DataFrame  # one done result row per seed
     order: int  # first appearance in the results, for a stable suite order
     shared: frozenset[str] = frozenset()  # items every setting of this method has: not shown
+    params: dict[str, Any] = field(default_factory=dict)  # the setting as the suite wrote it
+
+    @property
+    def base_setting(self) -> str:
+        """The method's setting without the result tag: what one cell's rows have in common."""
+        return ", ".join(i for i in self.items if i not in self.shared)
 
     @property
     def setting(self) -> str:
         """What tells this point apart from the method's others, e.g. `keep=f0.25, level=3`."""
-        shown = [i for i in self.items if i not in self.shared]
-        return ", ".join([*shown, self.tag] if self.tag else shown)
+        return ", ".join(p for p in (self.base_setting, self.tag) if p)
 
     @property
     def is_dense(self) -> bool:
-        """Whether this is the dense baseline."""
-        return self.method == "dense"
+        """Whether this is the baseline (the method named `BASELINE`)."""
+        return self.method == BASELINE
 
     @property
     def label(self) -> str:
@@ -234,7 +190,7 @@ class Point:
 
 @dataclass
 class ModelGroup:
-    """Every operating point of one (dataset, model) pair; dense (if any) first."""
+    """Every operating point of one (dataset, model) pair; the baseline (if any) first."""
 
     dataset: str  # as written in the suite, e.g. "digits"
     model: str  # e.g. "mlp(width=64,depth=2)"
@@ -260,23 +216,25 @@ class ModelGroup:
         return paired_delta(point.by_seed("accuracy"), dense.by_seed("accuracy"))
 
 
-def _result_keys(cell_rows: pd.DataFrame) -> list[str]:
-    """Columns that tell a cell's result rows apart (e.g. `level`), when it has several."""
-    if len(cell_rows) < 2:
-        return []
-    known = [k for k in _POINT_KEYS if k in cell_rows.columns and cell_rows[k].nunique() > 1]
-    if known:
-        return known
-    keys = []
-    for name in cell_rows.columns:
-        if name in _OUTCOMES:
-            continue
-        values = cell_rows[name]
-        if values.isna().any() or values.nunique() < len(values):
-            continue
-        if all(isinstance(v, (int, np.integer)) for v in values):
-            keys.append(name)  # integer counters (level, round) name points; floats are outcomes
-    return keys
+def _tags(cell_rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """What tells each of a cell's result rows apart, from the method's point keys.
+
+    `level=3` for a method whose `point_keys` are ("level",); `result 0`, `result 1`, … when
+    the keys are unknown (method not installed) or do not tell the rows apart; "" for a lone
+    row without keys.
+    """
+    present = [k for k in keys if k in cell_rows.columns and cell_rows[k].notna().any()]
+    tags = [
+        ", ".join(f"{k}={_plain(row[k])}" for k in present if not _missing(row[k]))
+        for _, row in cell_rows.iterrows()
+    ]
+    if len(cell_rows) > 1 and len(set(tags)) < len(tags):
+        return [f"result {i}" for i in range(len(cell_rows))]
+    return tags
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _estimate_sources(phases: pd.DataFrame | None) -> dict[str, str]:
@@ -292,43 +250,52 @@ def _estimate_sources(phases: pd.DataFrame | None) -> dict[str, str]:
     return out
 
 
-def model_groups(results: pd.DataFrame, phases: pd.DataFrame | None = None) -> list[ModelGroup]:
+def model_groups(
+    results: pd.DataFrame,
+    phases: pd.DataFrame | None = None,
+    point_keys: Mapping[str, Sequence[str]] | None = None,
+) -> list[ModelGroup]:
     """Group done results into (dataset, model) groups of operating points, in suite order.
 
-    `phases`, when given, names how estimated energies were made.
+    Settings come from the structured `*_setting` columns (the full `*_params` where absent);
+    `point_keys` maps a method to the result columns that tell its cells' rows apart
+    (`Method.point_keys`); `phases`, when given, names how estimated energies were made.
     """
     if results.empty:
         return []
+    keys_of = point_keys or {}
     done = results[(results["status"] == "done") & column(results, "accuracy").notna()]
     sources = _estimate_sources(phases)
     if sources:
         done = done.assign(energy_estimate_method=done["cell_id"].map(sources))
     groups: dict[tuple, ModelGroup] = {}
     points: dict[tuple, list[tuple[int, pd.Series]]] = {}
-    described: dict[tuple, tuple[list[str], str]] = {}
+    described: dict[tuple, tuple[dict[str, Any], str]] = {}
     for _cell_id, cell_rows in done.groupby("cell_id", sort=False):
         first = cell_rows.iloc[0]
-        parts = _label_parts(first.get("label"))
-        dataset = parts[0] if parts else _short(first["dataset"], _json(first["dataset_params"]))
-        model = parts[1] if parts else _short(first["model"], _json(first["model_params"]))
-        method_label = parts[2] if parts else _short(first["method"], _json(first["method_params"]))
-        gkey = (first["dataset"], first["dataset_params"], first["model"], first["model_params"])
+        method = str(first["method"])
+        gkey = (
+            first["dataset"],
+            _key(first.get("dataset_params")),
+            first["model"],
+            _key(first.get("model_params")),
+        )
         if gkey not in groups:
+            dataset = short_name(str(first["dataset"]), _setting(first, "dataset"))
+            model = short_name(str(first["model"]), _setting(first, "model"))
             groups[gkey] = ModelGroup(dataset, model, order=int(first.name))
-        keys = _result_keys(cell_rows)
-        for position, (index, row) in enumerate(cell_rows.iterrows()):
-            tag = ", ".join(f"{k}={_plain(row[k])}" for k in keys)
-            if not tag and len(cell_rows) > 1:
-                tag = f"result {position}"
-            pkey = (*gkey, first["method"], first["method_params"], position)
-            described[pkey] = (_items(method_label, str(first["method"])), tag)
+        tags = _tags(cell_rows, keys_of.get(method, ()))
+        for tag, (index, row) in zip(tags, cell_rows.iterrows(), strict=True):
+            pkey = (*gkey, method, _key(first.get("method_params")), tag)
+            described.setdefault(pkey, (_setting(first, "method"), tag))
             points.setdefault(pkey, []).append((int(index), row))
     for pkey, members in points.items():
         rows = pd.DataFrame([row for _, row in members])
         rows = rows.drop_duplicates(subset="seed", keep="last")
-        items, tag = described[pkey]
+        params, tag = described[pkey]
         order = min(i for i, _ in members)
-        groups[pkey[:4]].points.append(Point(str(pkey[4]), items, tag, rows, order))
+        point = Point(pkey[4], setting_items(params), tag, rows, order, params=params)
+        groups[pkey[:4]].points.append(point)
     for group in groups.values():
         _share_items(group)
         first_seen: dict[str, int] = {}
@@ -336,6 +303,16 @@ def model_groups(results: pd.DataFrame, phases: pd.DataFrame | None = None) -> l
             first_seen.setdefault(p.method, p.order)
         group.points.sort(key=lambda p: (not p.is_dense, first_seen[p.method], p.order))
     return sorted(groups.values(), key=lambda g: g.order)
+
+
+def point_keys(data: ReportData) -> dict[str, tuple[str, ...]]:
+    """method → its `point_keys`, for each installed method in the report's results."""
+    return {name: tuple(method.point_keys) for name, method in data.methods.items()}
+
+
+def operating_points(data: ReportData) -> list[ModelGroup]:
+    """The report's (dataset, model) groups of operating points, as the tables show them."""
+    return model_groups(data.results, data.phases, point_keys(data))
 
 
 def _share_items(group: ModelGroup) -> None:

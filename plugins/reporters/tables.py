@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .points import ModelGroup, Point, model_groups
+from .points import BASELINE, ModelGroup, Point, operating_points
 from .stats import Estimate, best_indices
 
 if TYPE_CHECKING:
-    from pcnbench.report import ReportData
+    from pcnbench.api import ReportData
 
 __all__ = [
     "COLUMNS",
@@ -145,7 +145,7 @@ class ComparisonTable:
         elif key == "accuracy":
             text = fmt_estimate(value)
         elif key == "delta":
-            text = "ref." if row["method"] == "dense" else fmt_estimate(value, signed=True)
+            text = "ref." if row["method"] == BASELINE else fmt_estimate(value, signed=True)
         elif key == "energy_j" and not _finite(value):
             text = "—" if self.energy_shared or tex else str(row["energy_label"])
         elif key == "energy_j":
@@ -161,7 +161,7 @@ def _value_for_best(row: dict[str, Any], key: str) -> float | None:
     value = row[key]
     if isinstance(value, Estimate):
         return value.mean
-    if key == "delta" and row["method"] == "dense":
+    if key == "delta" and row["method"] == BASELINE:
         return None
     return value if isinstance(value, (int, float)) else None
 
@@ -232,7 +232,7 @@ def comparison_table(group: ModelGroup) -> ComparisonTable:
         unpaired = [
             r["method"] + (f" {r['setting']}" if r["setting"] else "")
             for r in rows
-            if r["method"] != "dense" and not dense_seeds & set(r["seeds"])
+            if r["method"] != BASELINE and not dense_seeds & set(r["seeds"])
         ]
         if unpaired:
             table.notes.append(f"No dense run with the same seeds for: {', '.join(unpaired)}.")
@@ -399,7 +399,7 @@ def to_latex(tables: list[ComparisonTable]) -> str:
                     text = f"\\textbf{{{text}}}"
                 cells.append(text)
             parts.append(" & ".join(cells) + r" \\")
-            if i == 0 and table.rows[0]["method"] == "dense" and len(table.rows) > 1:
+            if i == 0 and table.rows[0]["method"] == BASELINE and len(table.rows) > 1:
                 parts.append(r"\midrule")
         parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(parts)
@@ -417,4 +417,4 @@ def write_exports(tables: list[ComparisonTable], out_dir: Path) -> list[Path]:
 
 def write_tables(data: ReportData, out_dir: Path) -> list[Path]:
     """The comparison tables of `data` as CSV, Markdown and LaTeX under `out_dir`."""
-    return write_exports(comparison_tables(model_groups(data.results, data.phases)), out_dir)
+    return write_exports(comparison_tables(operating_points(data)), out_dir)

@@ -27,6 +27,7 @@ nav a:hover { text-decoration: underline; }
             border-left: 4px solid var(--accent); background: #f0f6fc; }
 .status span { display: inline-block; margin-right: 14px; }
 .status .failed, .status .interrupted, .status .running { color: var(--bad); font-weight: 600; }
+.notes li.bad { color: var(--bad); }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13.5px; font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 7px; border-bottom: 1px solid var(--line); white-space: nowrap; }
@@ -101,7 +102,7 @@ Generated {{ generated }}.</p>
 <section id="figures">
 <h2>Figures</h2>
 {% for f in figures %}
-<figure id="{{ f.id }}" class="fig-{{ f.kind }}">
+<figure id="{{ f.id }}" class="fig-{{ f.kind }}{% if f.method %} method-{{ f.method }}{% endif %}">
 {{ f.svg }}
 <figcaption><b>{{ f.title }}.</b> {{ f.caption }}
 {% if f.links %}Files: {% for l in f.links %}<a href="{{ l.href }}">{{ l.text }}</a>{% if not loop.last %}, {% endif %}{% endfor %}.{% endif %}</figcaption>
@@ -110,7 +111,7 @@ Generated {{ generated }}.</p>
 {% if not figures_drawn %}<p class="muted">No figures: the figures reporter did not run.</p>{% endif %}
 {% if skipped %}
 <h3>Not drawn</h3>
-<ul class="notes">{% for s in skipped %}<li><b>{{ s.title }}</b>: {{ s.why }}.</li>{% endfor %}</ul>
+<ul class="notes">{% for s in skipped %}<li{% if s.error %} class="bad"{% endif %}><b>{{ s.title }}</b>: {{ s.why }}.{% if s.error %}<details><summary>traceback</summary><pre>{{ s.error }}</pre></details>{% endif %}</li>{% endfor %}</ul>
 {% endif %}
 </section>
 
