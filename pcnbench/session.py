@@ -4,35 +4,30 @@ from __future__ import annotations
 
 import copy
 import math
-import random
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcnbench.checkpoint import CellCheckpoint
-from pcnbench.contracts import FolderSplits, Meter, Reading, TensorSplits
+from pcnbench.checkpoint import CellCheckpoint, Replay
+from pcnbench.contracts import FolderSplits, Meter, TensorSplits
 from pcnbench.counting import count_macs, count_params
 from pcnbench.data import make_source
 from pcnbench.inference import measure_inference
-from pcnbench.masks import mask_density, masked_parameters
-from pcnbench.metering import (
-    MeterSet,
-    energy_columns,
-    scale_estimates,
-    subtract,
-)
+from pcnbench.masks import mask_density
+from pcnbench.metering import MeterSet, energy_columns
+from pcnbench.phases import PhaseClock
 from pcnbench.recipe import Recipe
 from pcnbench.records import EpochRecord, PhaseRecord
 from pcnbench.schedule import lr_at
-from pcnbench.trunk import Segment, TrunkCache, TrunkState, clip_segments
+from pcnbench.state import EpochTally, TrainingState, rng_state, set_rng_state
+from pcnbench.steps import parse_steps
+from pcnbench.trunk import TrunkCache, TrunkPoint, TrunkTracker
 
 __all__ = ["Session", "Snapshot"]
 
@@ -41,35 +36,24 @@ __all__ = ["Session", "Snapshot"]
 class Snapshot:
     """Everything `Session.restore` needs to continue training exactly as from this point."""
 
-    model: nn.Module
-    optimizer_state: dict[str, Any]
-    step: int
-    rng: dict[str, Any]
-    trunk: _TrunkPoint | None = None  # set when taken on the dense trunk
+    model: nn.Module  # a private copy: restore copies it again, so it can be restored often
+    state: TrainingState  # its `model` is `model`'s state_dict; it keeps no epoch tally
+    trunk: TrunkPoint | None = None  # set when taken on the dense trunk
 
+    @property
+    def step(self) -> int:
+        """The optimizer step the snapshot was taken at."""
+        return self.state.step
 
-@dataclass(frozen=True)
-class _TrunkPoint:
-    """How the session got to a trunk step: the segments it is charged for, the epochs' records."""
+    @property
+    def optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state_dict at the snapshot."""
+        return self.state.optimizer
 
-    segments: tuple[Segment, ...]
-    records: tuple[EpochRecord, ...]
-
-
-@dataclass
-class _Frame:
-    """Clock readings at the start of the outermost open phase (shifted on a resume)."""
-
-    wall: float
-    cpu: float
-    carved: tuple[float, float]
-    carved_readings: int
-    start_step: int
-    metered_from: float  # when the meters' window opened (never shifted)
-    resumed_s: float = 0.0  # seconds credited from an interrupted run
-
-
-_UNTIL = re.compile(r"^\s*(\d+)\s*(ep|it)?\s*$")
+    @property
+    def rng(self) -> dict[str, Any]:
+        """The RNG states at the snapshot."""
+        return self.state.rng
 
 
 class Session:
@@ -98,7 +82,6 @@ class Session:
         checkpoint: CellCheckpoint | None = None,
     ) -> None:
         self.recipe = recipe
-        self._meters = meters if isinstance(meters, MeterSet) else MeterSet(meters)
         self.measure_inference = measure_inference
         self.seed = seed
         self.device = torch.device(device)
@@ -112,33 +95,20 @@ class Session:
         self._finetune_lr: Callable[[int], float] | None = None
         self.records: list[EpochRecord] = []
         self.results: list[dict[str, Any]] = []
-        self.phases: list[PhaseRecord] = []
-        self._phase_depth = 0
         self._step_hooks: list[Callable[[], None]] = []
-        # (epoch, next batch, loss sum, batches, seconds) of the epoch being trained in pieces
-        self._epoch_tally: tuple[int, int, torch.Tensor, int, float] | None = None
-        # wall and CPU seconds, and meter readings, of evaluations nested in other phases
-        self._carved = (0.0, 0.0)
-        self._carved_readings: list[list[Reading]] = []
+        self._epoch_tally: EpochTally | None = None
         self._step = 0
         self._steps_trained = 0
-        # The dense trunk: while this session only trains the model it was given, plainly,
-        # its states equal those of any cell with the same setup, which `trunk` caches.
-        self._trunk = trunk
-        self._on_trunk = False
-        self._trunk_point = _TrunkPoint((), ())
-        self._trunk_mark: tuple[nn.Module, tuple[int, ...], dict[str, Any]] | None = None
-        self._reused_steps = 0
+        meters = meters if isinstance(meters, MeterSet) else MeterSet(meters)
+        self._clock = PhaseClock(meters, self.device, lambda: self._steps_trained)
+        self._trunk = TrunkTracker(trunk)
         # Checkpoints: train() calls are numbered; a resumed cell loads their stored states.
-        self._checkpoint = checkpoint
+        self._replay = Replay(checkpoint)
         self._op = 0
-        self._outer: _Frame | None = None
         self.model = model
         self.dense_params: int = count_params(self._model)
         self.dense_macs: int = count_macs(self._model, self.input_shape)
-        if trunk is not None:
-            self._on_trunk = True
-            self._mark_trunk()
+        self._trunk.start(self)
 
     @property
     def step(self) -> int:
@@ -167,7 +137,7 @@ class Session:
 
     @model.setter
     def model(self, model: nn.Module) -> None:
-        self._on_trunk = False  # a replaced model leaves the trunk (restore may bring it back)
+        self._trunk.leave()  # a replaced model leaves the trunk (restore may bring it back)
         self._model = model.to(self.device)
         self._optimizer = self._build_optimizer(self._model)
         self._lr: float | None = None  # forces the next step to set the schedule's rate
@@ -222,8 +192,7 @@ class Session:
         else:
             raise ValueError(f"finetune(lr={lr!r}): expected a positive number or 'rewind'")
         self._lr = None
-        self._on_trunk = False
-        self.total_steps += shift
+        self.total_steps += shift  # beyond the recipe: off the trunk
         self.train(until="end", phase=phase)
 
     def add_step_hook(self, hook: Callable[[], None]) -> None:
@@ -257,90 +226,33 @@ class Session:
     @property
     def on_trunk(self) -> bool:
         """Whether the session is still on the shared dense trunk (always False without a cache)."""
-        return self._trunk is not None and self._trunk_intact()
+        return self._trunk.intact(self)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    @property
+    def phases(self) -> list[PhaseRecord]:
+        """The recorded phases, in the order they ended."""
+        return self._clock.records
 
-    @contextmanager
-    def phase(self, name: str, kind: str = "other") -> Iterator[None]:
+    def phase(self, name: str, kind: str = "other") -> AbstractContextManager[None]:
         """Meter a named stretch of work.
 
         A phase inside another is part of the outer one, except evaluation: an "eval" phase
         nested in, say, training is recorded on its own and its time is taken out of the outer
         phase, so `train_time_s` counts training alone.
         """
-        self._phase_depth += 1
-        nested = self._phase_depth > 1
-        if nested and kind != "eval":
-            try:
-                yield
-            finally:
-                self._phase_depth -= 1
-            return
-        self._sync()
-        handles = self._meters.start(nested=nested, kind=kind) if self._meters else []
-        now = time.perf_counter()
-        frame = _Frame(
-            now,
-            time.process_time(),
-            self._carved,
-            len(self._carved_readings),
-            self._steps_trained,
-            metered_from=now,
-        )
-        if not nested:
-            self._outer = frame
-        try:
-            yield
-        finally:
-            self._phase_depth -= 1
-            self._sync()
-            now = time.perf_counter()
-            wall_s = now - frame.wall
-            cpu_s = time.process_time() - frame.cpu
-            metered_s = now - frame.metered_from  # the meters' window (a resume shifts `wall`)
-            readings = self._meters.stop(handles, metered_s) if self._meters else []
-            if nested:
-                self._carved = (self._carved[0] + wall_s, self._carved[1] + cpu_s)
-                self._carved_readings.append(readings)
-            else:
-                self._outer = None
-                carved_wall = self._carved[0] - frame.carved[0]
-                wall_s -= carved_wall
-                cpu_s -= self._carved[1] - frame.carved[1]
-                carved_readings = frame.carved_readings
-                for inner in self._carved_readings[carved_readings:]:
-                    readings = subtract(readings, inner)
-                if self._carved_readings[carved_readings:] and metered_s > 0:
-                    readings = scale_estimates(readings, max(0.0, 1 - carved_wall / metered_s))
-                del self._carved_readings[carved_readings:]
-            self.phases.append(
-                PhaseRecord(
-                    name=name,
-                    kind=kind,
-                    wall_s=wall_s,
-                    cpu_s=cpu_s,
-                    start_step=frame.start_step,
-                    end_step=self._steps_trained,
-                    readings=readings,
-                    resumed_s=frame.resumed_s,
-                )
-            )
+        return self._clock.phase(name, kind)
 
     def _until_step(self, until: int | str) -> int:
         if until == "end":
             target = self.total_steps
         else:
-            match = _UNTIL.match(str(until)) if not isinstance(until, bool) else None
-            if match is None:
+            try:
+                target = parse_steps(str(until)).to_step(self.steps_per_epoch)
+            except ValueError:
                 raise ValueError(
                     f"train(until={until!r}): expected an epoch count (5 or '5ep'), "
                     "iterations ('500it') or 'end'"
-                )
-            count = int(match.group(1))
-            target = count if match.group(2) == "it" else count * self.steps_per_epoch
+                ) from None
         if target < self._step:
             raise ValueError(
                 f"train(until={until!r}) is step {target}"
@@ -362,242 +274,55 @@ class Session:
         """
         stop = self._until_step(until)
         op, self._op = self._op, self._op + 1
-        checkpoint = self._checkpoint
-        if checkpoint is not None and checkpoint.has_op(op) and self._load_state(op, stop):
+        if self._replay.replay(self, op, stop):
             return  # a resumed cell: this call ended in the interrupted run
-        trunk = (
-            self._trunk is not None
-            and phase == "train"
-            and self._phase_depth == 0
-            and self._trunk_intact()
-        )
-        self._on_trunk = trunk
-        resumed = trunk and self._resume_trunk(stop)
-        if resumed and self._step == stop:
-            self._end_trunk_segment()
-            self._save_state(op, stop, end=True)
+        trunk = self._trunk.enter(self, plain=phase == "train" and not self._clock.open)
+        if trunk and self._trunk.resume(self, stop) and self._step == stop:
+            self._trunk.end_segment(self, stop, ())
+            self._replay.save(self, op, stop, end=True)
             return
         start, records = self._step, len(self.records)
         with self.phase(phase, kind="train"):
-            if checkpoint is not None and checkpoint.live_op() == op:
-                self._load_state(None, stop)
+            self._replay.resume(self, op, stop)
             while self._step < stop:
                 epoch, first = divmod(self._step, self.steps_per_epoch)
                 last = min(stop - epoch * self.steps_per_epoch, self.steps_per_epoch)
                 self._train_epoch(phase, epoch, first, last)
                 if last == self.steps_per_epoch and self._step < stop:
-                    self._save_state(op, stop, end=False)
-        if trunk and self._step > start:
-            p = self.phases[-1]
-            point = self._trunk_point
-            self._trunk_point = _TrunkPoint(
-                (*point.segments, Segment(start, self._step, p.wall_s, p.cpu_s, p.readings)),
-                (*point.records, *self.records[records:]),
-            )
+                    self._replay.save(self, op, stop, end=False)
         if trunk:
-            self._end_trunk_segment()
-        self._save_state(op, stop, end=True)
+            self._trunk.end_segment(self, start, self.records[records:])
+        self._replay.save(self, op, stop, end=True)
 
-    def _save_state(self, op: int, stop: int, *, end: bool) -> None:
-        """Checkpoint the session at the end of `train()` call `op`, or inside it (if due)."""
-        checkpoint = self._checkpoint
-        if checkpoint is None or not checkpoint.due():
-            return
-        self._sync()
-        outer = None
-        if self._outer is not None:
-            frame, now = self._outer, time.perf_counter()
-            outer = (
-                now - frame.wall - (self._carved[0] - frame.carved[0]),
-                time.process_time() - frame.cpu - (self._carved[1] - frame.carved[1]),
-                frame.start_step,
-            )
-        tally = self._epoch_tally
-        state = {
-            "op": op,
-            "stop": stop,
-            "step": self._step,
-            "steps_trained": self._steps_trained,
-            "total_steps": self.total_steps,
-            "model": self._model.state_dict(),
-            "optimizer": self._optimizer.state_dict(),
-            "rng": self._rng_state(),
-            "tally": None if tally is None else (*tally[:2], tally[2].item(), *tally[3:]),
-            "records": list(self.records),
-            "results": copy.deepcopy(self.results),
-            "phases": list(self.phases),
-            "reused_steps": self._reused_steps,
-            "on_trunk": self._on_trunk,
-            "trunk_point": self._trunk_point,
-            "outer": outer,
-        }
-        if end:
-            checkpoint.save_op(op, state)
-        else:
-            checkpoint.save_live(state)
+    # The session's side of the trunk tracker and the checkpoint replay: capture and apply
+    # training states, and report what an applied one brought.
 
-    def _load_state(self, op: int | None, stop: int) -> bool:
-        """Continue from a stored state: the end of call `op`, or (None) the live mid-call one.
-
-        False, with the checkpoints dropped, when the state does not fit the model the method
-        built this time (then the cell trains on from here as if never interrupted).
-        """
-        checkpoint = self._checkpoint
-        assert checkpoint is not None
-        state = (
-            checkpoint.load_op(op, self.device)
-            if op is not None
-            else checkpoint.load_live(self.device)
+    def _capture(self) -> TrainingState:
+        """The current training state (the live tensors, not copies)."""
+        return TrainingState(
+            step=self._step,
+            model=self._model.state_dict(),
+            optimizer=self._optimizer.state_dict(),
+            rng=rng_state(self.device),
+            tally=self._epoch_tally,
         )
-        current = self._model.state_dict()
-        fits = (
-            state["stop"] == stop
-            and state["model"].keys() == current.keys()
-            and all(state["model"][k].shape == v.shape for k, v in current.items())
-            and (state["outer"] is None) == (self._outer is None)
-        )
-        if fits and state["step"] <= self._step and op is None:
-            return False  # the trunk cache already brought this call further
-        if not fits:
-            checkpoint.clear()
-            self._checkpoint = None
-            return False
-        self._model.load_state_dict(state["model"])
-        self._optimizer.load_state_dict(state["optimizer"])
-        self._lr = None
-        self._step = state["step"]
-        self._steps_trained = state["steps_trained"]
-        self.total_steps = state["total_steps"]
-        self._set_rng_state(state["rng"])
-        tally = state["tally"]
-        self._epoch_tally = (
-            None
-            if tally is None
-            else (*tally[:2], torch.tensor(tally[2], device=self.device), *tally[3:])
-        )
-        new_records = state["records"][len(self.records) :]
-        self.records = list(state["records"])
-        self.results = list(state["results"])
-        self.phases = list(state["phases"])
-        self._reused_steps = state["reused_steps"]
-        self._on_trunk = state["on_trunk"]
-        self._trunk_point = state["trunk_point"]
-        if self._on_trunk:
-            self._mark_trunk()
-        if state["outer"] is not None and self._outer is not None:
-            wall, cpu, start_step = state["outer"]
-            frame, now = self._outer, time.perf_counter()
-            frame.resumed_s = wall  # done before the interruption: in wall_s, not metered
-            frame.wall, frame.cpu = now - wall, time.process_time() - cpu
-            frame.carved, frame.carved_readings = self._carved, len(self._carved_readings)
-            frame.start_step = start_step
-        if self.on_epoch_end is not None:
-            for record in new_records:
-                self.on_epoch_end(record)
-        if self.on_progress is not None:
-            self.on_progress(self._step, self.total_steps)
-        return True
 
-    def _rng_state(self) -> dict[str, Any]:
-        rng: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-        }
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return rng
-
-    def _set_rng_state(self, rng: dict[str, Any]) -> None:
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(rng["cuda"])
-
-    def _mark_trunk(self) -> None:
-        """Remember model, tensor versions and RNG: a change before the next train() leaves."""
-        self._trunk_mark = (self._model, _versions(self._model), self._rng_state())
-
-    def _trunk_intact(self) -> bool:
-        """Still on the trunk: same model, untouched since the last trunk point, no masks."""
-        if not self._on_trunk or self._trunk_mark is None:
-            return False
-        model, versions, rng = self._trunk_mark
-        intact = (
-            model is self._model
-            and self.total_steps == self.recipe_steps
-            and next(masked_parameters(self._model), None) is None
-            and _versions(self._model) == versions
-            and _same_rng(self._rng_state(), rng)
-        )
-        self._on_trunk = intact
-        return intact
-
-    def _resume_trunk(self, stop: int) -> bool:
-        """Restore the latest cached trunk state in (step, stop]; False when there is none."""
-        assert self._trunk is not None
-        start = self._step
-        best = self._trunk.best(start, stop)
-        if best is None:
-            return False
-        state = self._trunk.load(best, self.device)
+    def _apply(self, state: TrainingState) -> None:
+        """Continue from `state` (a trunk state or a checkpoint) with the current model."""
         self._model.load_state_dict(state.model)
         self._optimizer.load_state_dict(state.optimizer)
         self._lr = None
-        self._step = best
-        self._set_rng_state(state.rng)
+        self._step = state.step
+        set_rng_state(state.rng, self.device)
         self._epoch_tally = state.tally
-        reused = clip_segments(state.segments, start, best)
-        for seg in reused:
-            steps = seg.end_step - seg.start_step
-            self.phases.append(
-                PhaseRecord(
-                    name="train",
-                    kind="train",
-                    wall_s=seg.wall_s,
-                    cpu_s=seg.cpu_s,
-                    start_step=self._steps_trained,
-                    end_step=self._steps_trained + steps,
-                    readings=list(seg.readings),
-                    reused=True,
-                )
-            )
-            self._steps_trained += steps
-        self._reused_steps += best - start
-        new_records = [r for r in state.records if r.step > start]
-        self.records.extend(new_records)
-        point = self._trunk_point
-        self._trunk_point = _TrunkPoint(
-            (*clip_segments(list(point.segments), 0, start), *reused),
-            (*(r for r in point.records if r.step <= start), *new_records),
-        )
+
+    def _announce(self, records: Sequence[EpochRecord]) -> None:
+        """Report epochs and progress that a restored state brought, as if trained here."""
         if self.on_epoch_end is not None:
-            for record in new_records:
+            for record in records:
                 self.on_epoch_end(record)
         if self.on_progress is not None:
-            self.on_progress(best, self.total_steps)
-        return True
-
-    def _end_trunk_segment(self) -> None:
-        """Cache the state at the end of a trunk segment (unless stored) and mark it."""
-        assert self._trunk is not None
-        if next(masked_parameters(self._model), None) is not None:
-            self._on_trunk = False  # a step hook masked the model: not the trunk any more
-            return
-        if not self._trunk.has(self._step):
-            self._trunk.save(
-                TrunkState(
-                    step=self._step,
-                    model=self._model.state_dict(),
-                    optimizer=self._optimizer.state_dict(),
-                    rng=self._rng_state(),
-                    records=list(self._trunk_point.records),
-                    tally=self._epoch_tally,
-                    segments=list(self._trunk_point.segments),
-                )
-            )
-        self._mark_trunk()
+            self.on_progress(self._step, self.total_steps)
 
     def _train_epoch(self, phase: str, epoch: int, first: int, last: int) -> None:
         """Train batches `first:last` of `epoch`; record the epoch if that completes it."""
@@ -630,27 +355,27 @@ class Session:
             if step_hooks:
                 for hook in step_hooks:
                     hook()
-            if step == next_report:
-                on_progress(step, total)  # type: ignore[misc]
+            if step == next_report and on_progress is not None:
+                on_progress(step, total)
                 next_report += every
         # An epoch may be trained in pieces (train(until="Nit") calls): its record covers all
         # of them, as long as they are contiguous (a restore elsewhere starts a new tally).
         tally = self._epoch_tally
-        if tally is None or tally[0] != epoch or tally[1] != first:
-            tally = (epoch, first, torch.zeros((), device=self.device), 0, 0.0)
-        tally = (
+        if tally is None or tally.epoch != epoch or tally.next_batch != first:
+            tally = EpochTally(epoch, first, torch.zeros((), device=self.device), 0, 0.0)
+        tally = EpochTally(
             epoch,
             last,
-            tally[2] + loss_sum,
-            tally[3] + (last - first),
-            tally[4] + time.perf_counter() - started,
+            tally.loss_sum + loss_sum,
+            tally.batches + (last - first),
+            tally.seconds + time.perf_counter() - started,
         )
         self._epoch_tally = tally
         if last < steps_per_epoch:
             return
         self._epoch_tally = None
-        train_loss = tally[2].item() / tally[3]
-        seconds = tally[4]
+        train_loss = tally.loss_sum.item() / tally.batches
+        seconds = tally.seconds
         if on_progress is not None and step % every:
             on_progress(step, total)
         done = epoch + 1
@@ -701,26 +426,28 @@ class Session:
     def snapshot(self) -> Snapshot:
         """A deep copy of model, optimizer state, step and RNG states to `restore` later."""
         on_trunk = self.on_trunk
-        return Snapshot(
-            model=copy.deepcopy(self._model),
-            optimizer_state=copy.deepcopy(self._optimizer.state_dict()),
+        model = copy.deepcopy(self._model)
+        state = TrainingState(
             step=self._step,
-            rng=self._rng_state(),
-            trunk=self._trunk_point if on_trunk else None,
+            model=model.state_dict(),
+            optimizer=copy.deepcopy(self._optimizer.state_dict()),
+            rng=rng_state(self.device),
         )
+        return Snapshot(model, state, trunk=self._trunk.point if on_trunk else None)
 
     def restore(self, snapshot: Snapshot) -> None:
-        """Go back to `snapshot` (reusable); `steps_trained` keeps counting the work done."""
+        """Go back to `snapshot` (reusable); `steps_trained` keeps counting the work done.
+
+        The epoch tally is not rewound: an epoch the snapshot is inside of is recorded over
+        the batches trained after the restore.
+        """
         # Copies again so one snapshot can be restored many times (IMP rewinds every level).
         self.model = copy.deepcopy(snapshot.model)
-        self._optimizer.load_state_dict(copy.deepcopy(snapshot.optimizer_state))
-        self._step = snapshot.step
-        self._set_rng_state(snapshot.rng)
-        if snapshot.trunk is not None and self._trunk is not None:
-            # back on the trunk (IMP rewinds to its step-k state): the restored model is it
-            self._on_trunk = self.total_steps == self.recipe_steps
-            self._trunk_point = snapshot.trunk
-            self._mark_trunk()
+        self._optimizer.load_state_dict(copy.deepcopy(snapshot.state.optimizer))
+        self._step = snapshot.state.step
+        set_rng_state(snapshot.state.rng, self.device)
+        # back on the trunk (IMP rewinds to its step-k state): the restored model is it
+        self._trunk.rejoin(self, snapshot.trunk)
 
     def calibration_batches(
         self, n: int = 5000, batch_size: int | None = None
@@ -756,12 +483,12 @@ class Session:
             "speedup": self.dense_macs / macs if macs else None,
             "train_time_s": self.train_time_s,
             "incurred_time_s": self.incurred_time_s,
-            "trunk_reused_epochs": self._reused_steps / self.steps_per_epoch,
+            "trunk_reused_epochs": self._trunk.reused_steps / self.steps_per_epoch,
             "transform_time_s": sum(p.wall_s for p in self.phases if p.kind == "transform"),
             "eval_time_s": sum(p.wall_s for p in self.phases if p.kind == "eval"),
             "epochs_trained": self.epochs_trained,
             "step": self._step,
-            "resumed": self._checkpoint is not None and self._checkpoint.resumed,
+            "resumed": self._replay.resumed,
         }
         row.update(energy_columns(self.phases))
         if self.measure_inference:
@@ -780,21 +507,3 @@ class Session:
         row.update(extra)
         self.results.append(row)
         return row
-
-
-def _versions(model: nn.Module) -> tuple[int, ...]:
-    # Every in-place change of a tensor bumps its version: edits outside train() show here.
-    return tuple(t._version for t in (*model.parameters(), *model.buffers()))
-
-
-def _same_rng(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    if a.keys() != b.keys() or not torch.equal(a["torch"], b["torch"]):
-        return False
-    if a["python"] != b["python"]:
-        return False
-    na, nb = a["numpy"], b["numpy"]
-    if na[0] != nb[0] or not np.array_equal(na[1], nb[1]) or tuple(na[2:]) != tuple(nb[2:]):
-        return False
-    if "cuda" in a:
-        return all(torch.equal(x, y) for x, y in zip(a["cuda"], b["cuda"], strict=True))
-    return True

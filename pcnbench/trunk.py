@@ -5,7 +5,8 @@ method first departs from plain training (a transform, a mask, fine-tuning). A `
 holds the states at the ends of such dense segments, keyed by a hash of everything that
 determines them, so the next cell restores the latest one instead of training it again.
 Each state carries the wall time and meter readings its segments took, so a cell that reuses
-them is still charged as if it had trained alone.
+them is still charged as if it had trained alone. A `TrunkTracker` follows one session along
+the trunk: whether it is still on it, and the cache trips of its `train()` calls.
 """
 
 from __future__ import annotations
@@ -13,17 +14,32 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
-from pcnbench.checkpoint import write_atomic
 from pcnbench.contracts import Reading
+from pcnbench.masks import masked_parameters
 from pcnbench.metering import _additive
+from pcnbench.records import EpochRecord, PhaseRecord
+from pcnbench.state import TrainingState, load, rng_state, same_rng, save
 
-__all__ = ["Segment", "TrunkCache", "TrunkState", "clip_segments", "trunk_key"]
+if TYPE_CHECKING:
+    from pcnbench.session import Session
+
+__all__ = [
+    "Segment",
+    "TrunkCache",
+    "TrunkPoint",
+    "TrunkState",
+    "TrunkTracker",
+    "clip_segments",
+    "trunk_key",
+]
 
 _STATE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -50,17 +66,20 @@ class Segment:
     readings: list[Reading] = field(default_factory=list)
 
 
-@dataclass
-class TrunkState:
-    """Everything a session needs to continue from a trunk step exactly as if it had trained."""
+@dataclass(frozen=True)
+class TrunkPoint:
+    """How a session got to a trunk step: the segments it is charged for, the epochs' records."""
 
-    step: int
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    rng: dict[str, Any]
-    records: list[Any]  # EpochRecords of the trunk, steps 1..step
-    tally: tuple[int, int, torch.Tensor, int, float] | None  # a partly trained epoch
-    segments: list[Segment]  # cover steps 0..step
+    segments: tuple[Segment, ...] = ()  # cover steps 0..step
+    records: tuple[EpochRecord, ...] = ()  # the trunk's, steps 1..step
+
+
+@dataclass(frozen=True)
+class TrunkState:
+    """A trunk step: its training state and how it was reached."""
+
+    state: TrainingState
+    point: TrunkPoint
 
 
 class TrunkCache:
@@ -84,49 +103,150 @@ class TrunkCache:
 
     def has(self, step: int) -> bool:
         """Whether a state for `step` is stored."""
-        return (self.dir / f"step_{step}.pt").is_file()
+        return self._path(step).is_file()
 
     def load(self, step: int, device: torch.device | str = "cpu") -> TrunkState:
-        """The state stored for `step`, tensors on `device` (RNG states stay on the CPU)."""
-        saved = torch.load(self.dir / f"step_{step}.pt", map_location="cpu", weights_only=False)
-        state = TrunkState(**saved)
-        state.model = {k: v.to(device) for k, v in state.model.items()}
-        if state.tally is not None:
-            epoch, first, loss, batches, seconds = state.tally
-            state.tally = (epoch, first, loss.to(device), batches, seconds)
-        return state
+        """The state stored for `step`, its model and tally on `device`."""
+        return load(self._path(step), TrunkState, device)
 
-    def save(self, state: TrunkState) -> Path:
-        """Store `state` (temp file, then rename: readers never see half a file)."""
+    def save(self, trunk: TrunkState) -> Path:
+        """Store `trunk` (temp file, then rename: readers never see half a file)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"step_{state.step}.pt"
-        tally = state.tally
-        if tally is not None:
-            tally = (tally[0], tally[1], tally[2].detach().cpu(), tally[3], tally[4])
-        payload = {
-            "step": state.step,
-            "model": {k: v.detach().cpu() for k, v in state.model.items()},
-            "optimizer": _to_cpu(state.optimizer),
-            "rng": state.rng,
-            "records": list(state.records),
-            "tally": tally,
-            "segments": list(state.segments),
-        }
-        write_atomic(path, lambda f: torch.save(payload, f))
+        path = self._path(trunk.state.step)
+        save(path, trunk)
         return path
 
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
+    def _path(self, step: int) -> Path:
+        return self.dir / f"step_{step}.pt"
 
 
-def clip_segments(segments: list[Segment], start: int, end: int) -> list[Segment]:
+class TrunkTracker:
+    """A session's place on the shared dense trunk of `cache` (never on it without a cache).
+
+    While a session only trains the model it was given, plainly (no replacement, masks,
+    fine-tuning, edits or RNG draws in between), its states equal those of any cell with the
+    same setup: its `train()` calls restore cached states instead of training them, and cache
+    the states they reach.
+    """
+
+    def __init__(self, cache: TrunkCache | None) -> None:
+        self.cache = cache
+        self.on = False
+        self.point = TrunkPoint()
+        self.reused_steps = 0  # steps restored from the cache instead of trained
+        self._mark: tuple[nn.Module, tuple[int, ...], dict[str, Any]] | None = None
+
+    def start(self, session: Session) -> None:
+        """Put a new session on the trunk (with a cache): its model is the trunk's start."""
+        if self.cache is not None:
+            self.on = True
+            self._set_mark(session)
+
+    def leave(self) -> None:
+        """Leave the trunk (the model was replaced); a snapshot restore may come back."""
+        self.on = False
+
+    def intact(self, session: Session) -> bool:
+        """Still on the trunk: same model, untouched since the last trunk point, no masks."""
+        if self.cache is None or not self.on or self._mark is None:
+            return False
+        model, versions, rng = self._mark
+        intact = (
+            model is session.model
+            and session.total_steps == session.recipe_steps
+            and next(masked_parameters(model), None) is None
+            and _versions(model) == versions
+            and same_rng(rng_state(session.device), rng)
+        )
+        self.on = intact
+        return intact
+
+    def enter(self, session: Session, plain: bool) -> bool:
+        """Whether a `train()` call continues the trunk: `plain` training of an intact trunk."""
+        self.on = plain and self.intact(session)
+        return self.on
+
+    def resume(self, session: Session, stop: int) -> bool:
+        """Restore the latest cached trunk state in (step, stop]; False when there is none."""
+        assert self.cache is not None
+        start = session.step
+        best = self.cache.best(start, stop)
+        if best is None:
+            return False
+        try:
+            trunk = self.cache.load(best, session.device)
+        except ValueError:  # another format: train instead
+            return False
+        session._apply(trunk.state)
+        reused = clip_segments(trunk.point.segments, start, best)
+        for seg in reused:
+            steps = seg.end_step - seg.start_step
+            session.phases.append(
+                PhaseRecord(
+                    name="train",
+                    kind="train",
+                    wall_s=seg.wall_s,
+                    cpu_s=seg.cpu_s,
+                    start_step=session.steps_trained,
+                    end_step=session.steps_trained + steps,
+                    readings=list(seg.readings),
+                    reused=True,
+                )
+            )
+            session._steps_trained += steps
+        self.reused_steps += best - start
+        new_records = [r for r in trunk.point.records if r.step > start]
+        session.records.extend(new_records)
+        self.point = TrunkPoint(
+            (*clip_segments(self.point.segments, 0, start), *reused),
+            (*(r for r in self.point.records if r.step <= start), *new_records),
+        )
+        session._announce(new_records)
+        return True
+
+    def end_segment(self, session: Session, start: int, records: Sequence[EpochRecord]) -> None:
+        """End a trunk `train()` call (trained from `start`): extend the point, cache, mark."""
+        assert self.cache is not None
+        if session.step > start:
+            p = session.phases[-1]
+            self.point = TrunkPoint(
+                (*self.point.segments, Segment(start, session.step, p.wall_s, p.cpu_s, p.readings)),
+                (*self.point.records, *records),
+            )
+        if next(masked_parameters(session.model), None) is not None:
+            self.on = False  # a step hook masked the model: not the trunk any more
+            return
+        if not self.cache.has(session.step):
+            self.cache.save(TrunkState(session._capture(), self.point))
+        self._set_mark(session)
+
+    def rejoin(self, session: Session, point: TrunkPoint | None) -> None:
+        """Back to a trunk `point` (a restored snapshot taken on the trunk), if any."""
+        if point is not None and self.cache is not None:
+            self.on = session.total_steps == session.recipe_steps
+            self.point = point
+            self._set_mark(session)
+
+    def restore(self, session: Session, point: TrunkPoint | None, reused_steps: int) -> None:
+        """Take the place a checkpoint stored (`point` None: off the trunk)."""
+        self.on = point is not None
+        self.point = point if point is not None else TrunkPoint()
+        self.reused_steps = reused_steps
+        if self.on:
+            self._set_mark(session)
+
+    def _set_mark(self, session: Session) -> None:
+        """Remember model, tensor versions and RNG: a change before the next train() leaves."""
+        model = session.model
+        self._mark = (model, _versions(model), rng_state(session.device))
+
+
+def _versions(model: nn.Module) -> tuple[int, ...]:
+    # Every in-place change of a tensor bumps its version: edits outside train() show here.
+    return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+
+
+def clip_segments(segments: Iterable[Segment], start: int, end: int) -> list[Segment]:
     """The parts of `segments` inside [start, end), cost prorated by steps where one is cut."""
     out = []
     for s in segments:

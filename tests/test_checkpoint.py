@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from pcnbench.cells import expand
 from pcnbench.checkpoint import CellCheckpoint
-from pcnbench.runner import load_data, run_cell, set_determinism
+from pcnbench.execution import run_method, set_determinism
 from pcnbench.suite import load_suite
 from pcnbench.trunk import TrunkCache
 
@@ -67,7 +66,7 @@ def cells(host, tmp_path_factory):
     path.write_text(SUITE, encoding="utf-8")
     loaded = load_suite(path, host)
     set_determinism(True, "cpu")
-    return expand(loaded)
+    return loaded.cells
 
 
 @pytest.fixture(autouse=True)
@@ -87,8 +86,7 @@ def trained_batches(monkeypatch):
 
 
 def _run(cell, host, checkpoint=None, kill_at=None, trunk=None):
-    data, _, error = load_data(host, cell)
-    assert error is None
+    data = host.datasets.get(cell.dataset.name).load(cell.dataset.params)
     calls = [0]
 
     def progress(step: int, total: int) -> None:
@@ -96,7 +94,7 @@ def _run(cell, host, checkpoint=None, kill_at=None, trunk=None):
         if kill_at is not None and calls[0] == kill_at:
             raise KilledError
 
-    return run_cell(
+    return run_method(
         cell, host, data, "cpu", on_progress=progress, checkpoint=checkpoint, trunk=trunk
     ), calls[0]
 
@@ -209,3 +207,18 @@ def test_checkpoints_are_throttled_by_every_s(cells, host, tmp_path):
     names = sorted(p.name for p in (tmp_path / "fast").glob("*.pt"))
     # one end state per train() call (dense to the rewind point, to the end, two levels)
     assert names[:4] == ["live.pt", "op_0.pt", "op_1.pt", "op_2.pt"]
+
+
+def test_a_checkpoint_in_another_format_is_discarded(cells, host, tmp_path):
+    cell = next(c for c in cells if c.method.name == "dense")
+    whole, _ = _run(cell, host)
+    directory = tmp_path / "foreign"
+    directory.mkdir()
+    (directory / "key.json").write_text('{"key": "k"}', encoding="utf-8")
+    torch.save({"op": 0, "step": 12}, directory / "op_0.pt")  # not a CallState
+    torch.save({"op": 0}, directory / "live.pt")
+    checkpoint = CellCheckpoint(directory, "k", every_s=0)
+    session, _ = _run(cell, host, checkpoint)
+    _same(_numbers(session), _numbers(whole))
+    assert not checkpoint.resumed
+    assert not any(row["resumed"] for row in session.results)

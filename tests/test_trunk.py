@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pcnbench.cells import expand
-from pcnbench.runner import Runner, run_cell
+from pcnbench.execution import run_method
+from pcnbench.runner import Runner
 from pcnbench.suite import load_suite
 from pcnbench.trunk import Segment, TrunkCache, clip_segments, trunk_key
 
@@ -102,12 +102,12 @@ def test_shared_and_unshared_runs_store_identical_results_for_less_training(suit
 
 
 def test_branched_models_equal_the_unshared_ones_exactly(suite, host, tmp_path):
-    cells = expand(suite)
+    cells = suite.cells
     data = host.datasets.get("synthetic").load(cells[0].dataset.params)
-    cache = Runner(suite, host, output=tmp_path).trunk_cache(cells[0], "cpu")
+    cache = TrunkCache(tmp_path / "trunk", "t")
     for cell in cells:
-        alone = run_cell(cell, host, data, "cpu")
-        shared = run_cell(cell, host, data, "cpu", trunk=cache)
+        alone = run_method(cell, host, data, "cpu")
+        shared = run_method(cell, host, data, "cpu", trunk=cache)
         a, b = alone.model.state_dict(), shared.model.state_dict()
         assert a.keys() == b.keys()
         for name in a:
@@ -117,15 +117,15 @@ def test_branched_models_equal_the_unshared_ones_exactly(suite, host, tmp_path):
 
 
 def test_a_changed_model_or_rng_leaves_the_trunk(suite, host, tmp_path):
-    cell = expand(suite)[0]
+    cell = suite.cells[0]
     data = host.datasets.get("synthetic").load(cell.dataset.params)
-    cache = Runner(suite, host, output=tmp_path).trunk_cache(cell, "cpu")
-    session = run_cell(cell, host, data, "cpu", trunk=cache)  # dense: caches step 12
+    cache = TrunkCache(tmp_path / "trunk", "t")
+    session = run_method(cell, host, data, "cpu", trunk=cache)  # dense: caches step 12
     assert session.on_trunk
     with torch.no_grad():
         next(session.model.parameters()).mul_(0.5)  # an edit outside train()
     assert not session.on_trunk
-    session = run_cell(cell, host, data, "cpu", trunk=cache)
+    session = run_method(cell, host, data, "cpu", trunk=cache)
     torch.rand(1)
     assert not session.on_trunk
 
@@ -167,3 +167,16 @@ def test_no_share_flag_trains_without_a_trunk_cache(write_suite, tmp_path):
         assert main([*args, "--quiet", "--no-report", "--no-meter", *flag]) == 0
     assert len(list((tmp_path / "shared" / "trunk").glob("*/step_12.pt"))) == 1
     assert not (tmp_path / "alone" / "trunk").exists()
+
+
+def test_a_trunk_state_in_another_format_is_trained_instead(suite, host, tmp_path):
+    cell = suite.cells[0]
+    data = host.datasets.get("synthetic").load(cell.dataset.params)
+    cache = TrunkCache(tmp_path / "trunk", "t")
+    cache.dir.mkdir(parents=True)
+    torch.save({"step": 4}, cache.dir / "step_4.pt")  # not a TrunkState
+    alone = run_method(cell, host, data, "cpu")
+    shared = run_method(cell, host, data, "cpu", trunk=cache)
+    a, b = alone.model.state_dict(), shared.model.state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert shared.results[-1]["trunk_reused_epochs"] == 0
