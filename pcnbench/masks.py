@@ -2,8 +2,9 @@
 
 A parameter ``P`` of a module is *masked* when the module has a buffer ``P_mask`` of the same
 shape (``weight`` → ``weight_mask``; torch.nn.utils.prune's ``weight_orig`` → ``weight_mask``).
-Masked weights are kept at exactly zero by re-applying the mask after every optimizer step, so
-the layer runs unchanged (dense kernels) and counting can see which weights remain.
+A method keeps masked weights at exactly zero by re-applying the mask after every optimizer
+step (a `Session.add_step_hook`), so the layer runs unchanged (dense kernels) and counting can
+see which weights remain.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Masked", "apply_masks", "mask_density", "masked_parameters", "set_mask"]
+__all__ = ["Masked", "mask_density", "masked_parameters", "set_mask"]
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,6 @@ def set_mask(module: nn.Module, param_name: str, mask: torch.Tensor) -> None:
         module.register_buffer(name, mask.clone())
     with torch.no_grad():
         param.mul_(getattr(module, name))
-
-
-@torch.no_grad()
-def apply_masks(model: nn.Module) -> None:
-    """Zero every masked weight (call after each optimizer step; momentum would revive them)."""
-    for m in masked_parameters(model):
-        m.param.mul_(m.mask)
 
 
 def mask_density(model: nn.Module) -> float | None:

@@ -187,11 +187,6 @@ class Store:
                 (_now(), status, run_id),
             )
 
-    def status(self, cell_id: str) -> str | None:
-        """The stored status of a cell, or None if it never ran."""
-        row = self.db.execute("SELECT status FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
-        return row["status"] if row else None
-
     def statuses(self) -> dict[str, str]:
         """cell_id → status for every stored cell."""
         return {

@@ -7,7 +7,7 @@ from torch import nn
 
 from pcnbench.api import TensorSplits
 from pcnbench.counting import count_macs, count_params
-from pcnbench.masks import apply_masks, mask_density, masked_parameters, set_mask
+from pcnbench.masks import mask_density, masked_parameters, set_mask
 from pcnbench.recipe import Recipe
 from pcnbench.session import Session
 
@@ -50,7 +50,13 @@ def test_step_hook_keeps_pruned_weights_zero_through_momentum_and_weight_decay()
     session.train(until="2it")  # momentum buffers exist for every weight
     mask = (torch.rand(3, 144) > 0.5).float()
     set_mask(session.model[2], "weight", mask)
-    session.add_step_hook(lambda: apply_masks(session.model))
+
+    @torch.no_grad()
+    def reapply() -> None:  # what a pruning method's step hook does
+        for m in masked_parameters(session.model):
+            m.param.mul_(m.mask)
+
+    session.add_step_hook(reapply)
     session.train(until="52it")  # 50 more steps
     weight = session.model[2].weight
     assert torch.count_nonzero(weight[mask == 0]) == 0
