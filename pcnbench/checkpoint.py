@@ -23,19 +23,24 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
-from pcnbench.phases import Elapsed
+from pcnbench.phases import Elapsed, PhaseClock
 from pcnbench.records import EpochRecord, PhaseRecord
-from pcnbench.state import TrainingState, load, save, write_atomic
-from pcnbench.trunk import TrunkPoint
-
-if TYPE_CHECKING:
-    from pcnbench.session import Session
+from pcnbench.state import Trainer, TrainingState, load, save, write_atomic
+from pcnbench.trunk import TrunkPoint, TrunkTracker
 
 __all__ = ["CallState", "CellCheckpoint", "Replay"]
+
+
+class _Replayed(Trainer, Protocol):
+    """The session as the replay sees it: a trainer with its phase clock and trunk tracker."""
+
+    _clock: PhaseClock
+    _trunk: TrunkTracker
+
 
 _OP = re.compile(r"^op_(\d+)\.pt$")
 _LIVE = "live.pt"
@@ -165,18 +170,18 @@ class Replay:
         """Whether the session continues from a stored state."""
         return self._checkpoint is not None and self._checkpoint.resumed
 
-    def replay(self, session: Session, op: int, stop: int) -> bool:
+    def replay(self, session: _Replayed, op: int, stop: int) -> bool:
         """Load the end state of call `op` if the interrupted run stored it (the call is done)."""
         checkpoint = self._checkpoint
         return checkpoint is not None and checkpoint.has_op(op) and self._load(session, op, stop)
 
-    def resume(self, session: Session, op: int, stop: int) -> None:
+    def resume(self, session: _Replayed, op: int, stop: int) -> None:
         """Inside call `op`: continue from its stored mid-call state, if there is one."""
         checkpoint = self._checkpoint
         if checkpoint is not None and checkpoint.live_op() == op:
             self._load(session, None, stop)
 
-    def save(self, session: Session, op: int, stop: int, *, end: bool) -> None:
+    def save(self, session: _Replayed, op: int, stop: int, *, end: bool) -> None:
         """Store the session at the end of call `op`, or inside it; only when due."""
         checkpoint = self._checkpoint
         if checkpoint is None or not checkpoint.due():
@@ -201,7 +206,7 @@ class Replay:
         else:
             checkpoint.save_live(state)
 
-    def _load(self, session: Session, op: int | None, stop: int) -> bool:
+    def _load(self, session: _Replayed, op: int | None, stop: int) -> bool:
         """Continue from a stored state: the end of call `op`, or (None) the live mid-call one.
 
         False, with the checkpoints dropped, when the state cannot be read or does not fit the

@@ -13,17 +13,23 @@ import dataclasses
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pcnbench.records import EpochRecord, PhaseRecord
+
 __all__ = [
     "EpochTally",
     "Stored",
+    "Trainer",
     "TrainingState",
     "load",
     "rng_state",
@@ -83,6 +89,44 @@ class TrainingState:
             model=_to(self.model, device),
             tally=None if self.tally is None else self.tally.to(device),
         )
+
+
+class Trainer(Protocol):
+    """The session as the trunk tracker and the checkpoint replay see it: what they read, and
+    the calls that capture, apply and announce training states."""
+
+    device: torch.device
+    total_steps: int
+    recipe_steps: int
+    records: list[EpochRecord]
+    results: list[dict[str, Any]]
+    _steps_trained: int
+
+    @property
+    def model(self) -> nn.Module:
+        """The network being trained."""
+        ...
+
+    @property
+    def step(self) -> int:
+        """The schedule position."""
+        ...
+
+    @property
+    def steps_trained(self) -> int:
+        """Every step taken so far."""
+        ...
+
+    @property
+    def phases(self) -> list[PhaseRecord]:
+        """The recorded phases (a list the caller may extend)."""
+        ...
+
+    def _capture(self) -> TrainingState: ...
+
+    def _apply(self, state: TrainingState) -> None: ...
+
+    def _announce(self, records: Sequence[EpochRecord]) -> None: ...
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,10 +26,7 @@ from pcnbench.contracts import Reading
 from pcnbench.masks import masked_parameters
 from pcnbench.metering import _additive
 from pcnbench.records import EpochRecord, PhaseRecord
-from pcnbench.state import TrainingState, load, rng_state, same_rng, save
-
-if TYPE_CHECKING:
-    from pcnbench.session import Session
+from pcnbench.state import Trainer, TrainingState, load, rng_state, same_rng, save
 
 __all__ = [
     "Segment",
@@ -136,7 +133,7 @@ class TrunkTracker:
         self.reused_steps = 0  # steps restored from the cache instead of trained
         self._mark: tuple[nn.Module, tuple[int, ...], dict[str, Any]] | None = None
 
-    def start(self, session: Session) -> None:
+    def start(self, session: Trainer) -> None:
         """Put a new session on the trunk (with a cache): its model is the trunk's start."""
         if self.cache is not None:
             self.on = True
@@ -146,7 +143,7 @@ class TrunkTracker:
         """Leave the trunk (the model was replaced); a snapshot restore may come back."""
         self.on = False
 
-    def intact(self, session: Session) -> bool:
+    def intact(self, session: Trainer) -> bool:
         """Still on the trunk: same model, untouched since the last trunk point, no masks."""
         if self.cache is None or not self.on or self._mark is None:
             return False
@@ -161,12 +158,12 @@ class TrunkTracker:
         self.on = intact
         return intact
 
-    def enter(self, session: Session, plain: bool) -> bool:
+    def enter(self, session: Trainer, plain: bool) -> bool:
         """Whether a `train()` call continues the trunk: `plain` training of an intact trunk."""
         self.on = plain and self.intact(session)
         return self.on
 
-    def resume(self, session: Session, stop: int) -> bool:
+    def resume(self, session: Trainer, stop: int) -> bool:
         """Restore the latest cached trunk state in (step, stop]; False when there is none."""
         assert self.cache is not None
         start = session.step
@@ -204,7 +201,7 @@ class TrunkTracker:
         session._announce(new_records)
         return True
 
-    def end_segment(self, session: Session, start: int, records: Sequence[EpochRecord]) -> None:
+    def end_segment(self, session: Trainer, start: int, records: Sequence[EpochRecord]) -> None:
         """End a trunk `train()` call (trained from `start`): extend the point, cache, mark."""
         assert self.cache is not None
         if session.step > start:
@@ -220,14 +217,14 @@ class TrunkTracker:
             self.cache.save(TrunkState(session._capture(), self.point))
         self._set_mark(session)
 
-    def rejoin(self, session: Session, point: TrunkPoint | None) -> None:
+    def rejoin(self, session: Trainer, point: TrunkPoint | None) -> None:
         """Back to a trunk `point` (a restored snapshot taken on the trunk), if any."""
         if point is not None and self.cache is not None:
             self.on = session.total_steps == session.recipe_steps
             self.point = point
             self._set_mark(session)
 
-    def restore(self, session: Session, point: TrunkPoint | None, reused_steps: int) -> None:
+    def restore(self, session: Trainer, point: TrunkPoint | None, reused_steps: int) -> None:
         """Take the place a checkpoint stored (`point` None: off the trunk)."""
         self.on = point is not None
         self.point = point if point is not None else TrunkPoint()
@@ -235,7 +232,7 @@ class TrunkTracker:
         if self.on:
             self._set_mark(session)
 
-    def _set_mark(self, session: Session) -> None:
+    def _set_mark(self, session: Trainer) -> None:
         """Remember model, tensor versions and RNG: a change before the next train() leaves."""
         model = session.model
         self._mark = (model, _versions(model), rng_state(session.device))
