@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,6 @@ import pytest
 
 import pcnbench
 from pcnbench.api import Method, ModelPlugin
-
 from pcnbench.cli import main
 from pcnbench.errors import PluginError
 from pcnbench.hookspecs import hookimpl
@@ -25,28 +22,6 @@ from pcnbench.suite import load_suite
 from tests.conftest import BASE_SUITE
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = Path(__file__).resolve().parent / "thirdparty" / "pcnbench-example"
-
-# synthetic n_train 64 in batches of 16 → 4 steps per epoch, 8 in 2 epochs
-THIRD_PARTY_SUITE = """\
-name: thirdparty
-seeds: [0]
-datasets:
-  - name: synthetic
-    params: {n_train: 64, n_test: 32}
-models:
-  - name: mlp
-    params: {width: 8, depth: 1}
-methods:
-  - dense
-  - name: halfway
-    params: {fraction: [0.5, 1.0]}
-recipe:
-  epochs: 2
-  batch_size: 16
-  optimizer: {name: sgd, lr: 0.1}
-device: cpu
-"""
 
 
 def env_with(*paths: Path) -> dict[str, str]:
@@ -77,53 +52,6 @@ def table_rows(text: str) -> list[list[str]]:
         if line.startswith(("│", "|")):
             rows.append([cell.strip() for cell in re.split(r"[│|]", line)[1:-1]])
     return rows
-
-
-def test_third_party_plugin_installs_and_runs(tmp_path: Path) -> None:
-    # Built from a copy so that setuptools' build/ and egg-info never land in the source tree.
-    source = tmp_path / "src"
-    shutil.copytree(EXAMPLE, source)
-    site = tmp_path / "site"
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-         "--no-index", "--disable-pip-version-check", "--quiet", "--target", str(site),
-         str(source)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )  # fmt: skip
-    assert pip.returncode == 0, pip.stderr
-    assert (site / "pcnbench_example.py").is_file()
-    entry_points = (site / "pcnbench_example-0.3.0.dist-info" / "entry_points.txt").read_text()
-    assert re.search(r"^example\s*=\s*pcnbench_example$", entry_points, re.MULTILINE)
-    env = env_with(site)
-
-    listed = pcnbench_cli("plugins", env=env)
-    assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert ["example", "pcnbench-example", "0.3.0", "methods: halfway"] in table_rows(listed.stdout)
-
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(THIRD_PARTY_SUITE, encoding="utf-8")
-    out = tmp_path / "out"
-    ran = pcnbench_cli("run", str(suite), "--output", str(out), "--quiet", env=env)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "3 trained, 0 already done, 0 failed" in ran.stdout
-
-    shown = pcnbench_cli("results", str(out), "--format", "json", env=env)
-    assert shown.returncode == 0, shown.stderr
-    rows = json.loads(shown.stdout)
-    assert sorted(r["method"] for r in rows) == ["dense", "halfway", "halfway"]
-    assert {r["status"] for r in rows} == {"done"}
-    halfway = sorted(
-        (json.loads(r["method_params"])["fraction"], r["epochs_trained"], r["trained_fraction"])
-        for r in rows
-        if r["method"] == "halfway"
-    )
-    assert halfway == [(0.5, 1.0, 0.5), (1.0, 2.0, 1.0)]
-    (dense,) = (r for r in rows if r["method"] == "dense")
-    assert dense["epochs_trained"] == 2.0
-    assert dense["trained_fraction"] is None
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
 
 
 class Registers:

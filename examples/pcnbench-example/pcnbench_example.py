@@ -1,17 +1,15 @@
 """A third-party pcnbench plugin: `halfway` trains for a fraction of the recipe and stops.
 
-It uses only the public surface (`pcnbench.api`, `pcnbench.hookspecs`), as any plugin
-distributed outside pcnbench must.
+The smallest useful plugin: one method, its parameters, one hook. It imports only the public
+surface (`pcnbench.api`, `pcnbench.hookspecs`), as any plugin distributed outside pcnbench must.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from pcnbench.api import Method, Params
-from pcnbench.hookspecs import hookimpl
+from pcnbench.api import Method, Params, Session
+from pcnbench.hookspecs import Register, hookimpl
 
 
 class HalfwayParams(Params):
@@ -26,7 +24,7 @@ class Halfway(Method):
     name = "halfway"
     Params = HalfwayParams
 
-    def run(self, session: Any, params: HalfwayParams) -> None:
+    def run(self, session: Session, params: HalfwayParams) -> None:
         """Train to step round(fraction × total steps) and record the share actually trained."""
         steps = round(params.fraction * session.total_steps)
         session.train(until=f"{steps}it")
@@ -34,6 +32,6 @@ class Halfway(Method):
 
 
 @hookimpl
-def register_methods(register: Any) -> None:
+def register_methods(register: Register) -> None:
     """Register `halfway`."""
     register(Halfway())
