@@ -26,10 +26,12 @@ from pcnbench.contracts import (
     ReportFigure,
     TensorSplits,
 )
+from pcnbench.data import derive_seed
 from pcnbench.errors import DatasetMissingError, ParamError, PcnbenchError
 from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig
-from pcnbench.layers import layer_names, select_layers
-from pcnbench.masks import Masked, mask_density, masked_parameters, set_mask
+from pcnbench.layers import Patterns, layer_names, select_layers
+from pcnbench.manager import load_plugins
+from pcnbench.masks import Masked, MaskEnforcer, mask_density, masked_parameters, set_mask
 from pcnbench.protocols import Session, Snapshot
 from pcnbench.recipe import Recipe
 from pcnbench.records import EpochRecord, PhaseRecord
@@ -50,6 +52,7 @@ __all__ = [
     "ExecutorEvents",
     "FolderSplits",
     "Job",
+    "MaskEnforcer",
     "Masked",
     "Meter",
     "MeterProbe",
@@ -58,6 +61,7 @@ __all__ = [
     "Outcome",
     "ParamError",
     "Params",
+    "Patterns",
     "PcnbenchError",
     "PhaseRecord",
     "Reading",
@@ -70,7 +74,9 @@ __all__ = [
     "StepSpec",
     "TensorSplits",
     "WorkerConfig",
+    "derive_seed",
     "layer_names",
+    "load_plugins",
     "mask_density",
     "masked_parameters",
     "parse_steps",

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-__all__ = ["Masked", "mask_density", "masked_parameters", "set_mask"]
+if TYPE_CHECKING:
+    from pcnbench.protocols import Session
+
+__all__ = ["MaskEnforcer", "Masked", "mask_density", "masked_parameters", "set_mask"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,35 @@ def mask_density(model: nn.Module) -> float | None:
         kept += int(m.mask.count_nonzero())
         total += m.mask.numel()
     return kept / total if total else None
+
+
+class MaskEnforcer:
+    """Step hook that zeroes every masked weight of the session's model after each step.
+
+    Use: `enforce = MaskEnforcer(session); session.add_step_hook(enforce)`, after `set_mask`.
+
+    The (weight, mask) pairs are cached per model object and re-read when the session's model
+    is replaced (restore, assignment); call `refresh()` after attaching new mask buffers.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._model: nn.Module | None = None
+        self._params: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
+
+    def refresh(self) -> None:
+        """Forget the cached pairs (new masks were attached to the current model)."""
+        self._model = None
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        """Re-apply the masks (momentum and weight decay move pruned weights off zero)."""
+        model = self._session.model
+        if model is not self._model:
+            pairs = [(m.param, m.mask) for m in masked_parameters(model)]
+            self._params = [p for p, _ in pairs]
+            self._masks = [mask for _, mask in pairs]
+            self._model = model
+        if self._params:
+            torch._foreach_mul_(self._params, self._masks)

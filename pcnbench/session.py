@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -28,6 +29,8 @@ from pcnbench.schedule import lr_at
 from pcnbench.state import EpochTally, TrainingState, rng_state, set_rng_state
 from pcnbench.steps import parse_steps
 from pcnbench.trunk import TrunkCache, TrunkPoint, TrunkTracker
+
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 __all__ = ["Session", "Snapshot"]
 
@@ -465,6 +468,12 @@ class Session:
         `pcnbench.masks`), else params / dense_params; `compression` is dense_params / params and
         `speedup` dense_macs / macs (theoretical). Keys in `extra` add or override columns.
         """
+        bad = [key for key in extra if not _COLUMN.match(key)]
+        if bad:
+            raise ValueError(
+                f"record({bad[0]}=...): a result column name must be letters, digits and _,"
+                " not starting with a digit (e.g. top5_accuracy)"
+            )
         test = self.evaluate("test")
         val = self.evaluate("val") if "val" in self._source.splits else None
         params = count_params(self._model)

@@ -103,6 +103,10 @@ def resolve_axis(
                     raise source.error(
                         (*base, *translate((exc.key,) if exc.key else ())), exc.message
                     ) from None
+                except Exception as exc:
+                    raise source.error(
+                        base, _plugin_failed(registry, entry.name, "check", exc)
+                    ) from exc
             where = {k: translate((k,)) for k in keys}
             choices.append(Choice(entry.name, params, i, raw, where))
         if kept == 0:
@@ -226,6 +230,21 @@ def _check_method_on_model(
             ("methods", method.entry, *at),
             f"with model '{model.name}' on '{dataset.name}': {exc.message}",
         ) from None
+    except Exception as exc:
+        raise source.error(
+            ("methods", method.entry),
+            f"with model '{model.name}' on '{dataset.name}': "
+            + _plugin_failed(host.methods, method.name, "check_model", exc),
+        ) from exc
+
+
+def _plugin_failed(registry: Any, name: str, call: str, exc: Exception) -> str:
+    """Say that a plugin's validation call raised something other than ParamError."""
+    plugin = registry.plugin_of(name)
+    return (
+        f"{registry.kind} '{name}' (plugin '{plugin}') raised {type(exc).__name__} in {call}:"
+        f" {exc} (plugins reject values with pcnbench.api.ParamError(key, message))"
+    )
 
 
 def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> LoadedSuite:

@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-from pcnbench.api import Method, ParamError, Params, Recipe, parse_steps
+from pcnbench.api import MaskEnforcer, Method, ParamError, Params, Patterns, Recipe, parse_steps
 from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
-    MaskEnforcer,
-    Patterns,
     attach_masks,
     imp_masks,
     layer_densities,

@@ -15,12 +15,18 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from pcnbench.api import Method, ParamError, Params, Recipe, mask_density
+from pcnbench.api import (
+    MaskEnforcer,
+    Method,
+    ParamError,
+    Params,
+    Patterns,
+    Recipe,
+    mask_density,
+)
 from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
-    MaskEnforcer,
-    Patterns,
     attach_masks,
     layer_densities,
     magnitude_masks,

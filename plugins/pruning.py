@@ -2,7 +2,8 @@
 
 Masks are ``weight_mask`` buffers beside the pruned weights (`pcnbench.api.set_mask`). The
 mask functions are pure: they take weights (and the masks so far) and return new masks, which
-only ever remove more weights. `MaskEnforcer` is the step hook that keeps pruned weights at zero.
+only ever remove more weights. `pcnbench.api.MaskEnforcer` is the step hook that keeps pruned
+weights at zero.
 """
 
 from __future__ import annotations
@@ -10,20 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from pydantic import BeforeValidator
 from torch import nn
 
 from pcnbench.api import ParamError, layer_names, masked_parameters, select_layers, set_mask
 
 if TYPE_CHECKING:
-    from pcnbench.api import Session
+    pass
 
 __all__ = [
-    "MaskEnforcer",
-    "Patterns",
     "attach_masks",
     "ceil_prune_count",
     "global_magnitude_masks",
@@ -37,17 +35,6 @@ __all__ = [
 ]
 
 Scope = Literal["global", "layer"]
-
-
-def _split_patterns(value: Any) -> Any:
-    # A suite expands a list into a grid, so one list of patterns can also be "fc, blocks.0.*".
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    return value
-
-
-Patterns = Annotated[tuple[str, ...], BeforeValidator(_split_patterns)]
-"""Layer-name glob patterns: a list, or one comma-separated string."""
 
 
 def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, nn.Module]:
@@ -180,33 +167,3 @@ def layer_densities(model: nn.Module) -> dict[str, float]:
         m.module_name: int(m.mask.count_nonzero()) / m.mask.numel()
         for m in masked_parameters(model)
     }
-
-
-class MaskEnforcer:
-    """Step hook that zeroes every masked weight of the session's model after each step.
-
-    The (weight, mask) pairs are cached per model object and re-read when the session's model
-    is replaced (restore, assignment); call `refresh()` after attaching new mask buffers.
-    """
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._model: nn.Module | None = None
-        self._params: list[torch.Tensor] = []
-        self._masks: list[torch.Tensor] = []
-
-    def refresh(self) -> None:
-        """Forget the cached pairs (new masks were attached to the current model)."""
-        self._model = None
-
-    @torch.no_grad()
-    def __call__(self) -> None:
-        """Re-apply the masks (momentum and weight decay move pruned weights off zero)."""
-        model = self._session.model
-        if model is not self._model:
-            pairs = [(m.param, m.mask) for m in masked_parameters(model)]
-            self._params = [p for p, _ in pairs]
-            self._masks = [mask for _, mask in pairs]
-            self._model = model
-        if self._params:
-            torch._foreach_mul_(self._params, self._masks)

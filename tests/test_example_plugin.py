@@ -20,6 +20,7 @@ from torch import nn
 
 import pcnbench.api
 import pcnbench.hookspecs
+from pcnbench.api import derive_seed
 from tests.test_plugins import env_with, pcnbench_cli, table_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,12 +234,13 @@ def test_random_mask_removes_exactly_its_share_from_a_stream_of_its_own(
         generator = torch.Generator().manual_seed(generator_seed)
         return example.random_mask(layer.weight, 0.3, generator)
 
-    ours = mask(seed + example.MASK_STREAM)
+    stream = derive_seed(seed, example.MASK_STREAM)
+    ours = mask(stream)
     assert ours.shape == layer.weight.shape
     assert (int((ours == 0).sum()), int((ours == 1).sum())) == (round(0.3 * 1024), 1024 - 307)
-    assert torch.equal(ours, mask(seed + example.MASK_STREAM))  # the seed decides the mask
-    assert not torch.equal(ours, mask(seed + 1 + example.MASK_STREAM))
-    # Why the offset: a generator seeded with the cell seed itself replays the draws that
+    assert torch.equal(ours, mask(stream))  # the seed decides the mask
+    assert not torch.equal(ours, mask(derive_seed(seed + 1, example.MASK_STREAM)))
+    # Why a stream of its own: a generator seeded with the cell seed itself replays the draws that
     # initialized the weights (kaiming-uniform in ±1/√64), so its "random" scores would be the
     # initial weights, rescaled.
     replayed = torch.rand(layer.weight.shape, generator=torch.Generator().manual_seed(seed))

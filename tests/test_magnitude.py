@@ -12,13 +12,12 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn.utils import prune
 
-from pcnbench.api import ParamError, Recipe, masked_parameters
+from pcnbench.api import MaskEnforcer, ParamError, Recipe, masked_parameters
 from pcnbench.errors import SuiteError
 from pcnbench.session import Session
 from pcnbench.suite import load_suite
 from pcnbench_plugins.magnitude import Magnitude, MagnitudeParams
 from pcnbench_plugins.pruning import (
-    MaskEnforcer,
     attach_masks,
     layer_densities,
     magnitude_masks,

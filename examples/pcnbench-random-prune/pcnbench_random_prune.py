@@ -13,38 +13,30 @@ distributed outside pcnbench must; pcnbench's docs/plugins.md walks through it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
 
 import torch
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 from torch import nn
 
 from pcnbench.api import (
+    MaskEnforcer,
     Method,
     ParamError,
     Params,
+    Patterns,
     Recipe,
     Session,
+    derive_seed,
     layer_names,
-    masked_parameters,
     select_layers,
     set_mask,
 )
 from pcnbench.hookspecs import Register, hookimpl
 
-# The masks' own random stream, offset from the cell seed: the weights were initialized right
-# after torch.manual_seed(seed), so a generator seeded with the seed itself replays those draws.
+# The masks' own random stream, mixed with the cell seed by derive_seed: the weights were
+# initialized right after torch.manual_seed(seed), so a generator seeded with the seed itself
+# would replay those draws.
 MASK_STREAM = 0x6D61736B
-
-
-def _split(value: object) -> object:
-    # A suite expands a list into a grid, so several patterns are written as one "fc, conv1".
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    return value
-
-
-Patterns = Annotated[tuple[str, ...], BeforeValidator(_split)]
 
 
 class RandomPruneParams(Params):
@@ -72,13 +64,6 @@ def random_mask(weight: torch.Tensor, sparsity: float, generator: torch.Generato
     return mask.view(weight.shape)
 
 
-@torch.no_grad()
-def zero_pruned(model: nn.Module) -> None:
-    """Zero the masked weights again (momentum and weight decay move them off zero)."""
-    for masked in masked_parameters(model):
-        masked.param.mul_(masked.mask)
-
-
 class RandomPrune(Method):
     """Train to `at_epoch`, prune each layer at random, train to the end, record."""
 
@@ -98,11 +83,11 @@ class RandomPrune(Method):
         """Dense training, random masks, training to the end with the masks held, one result."""
         session.train(until=params.at_epoch)
         with session.phase("prune", kind="transform"):
-            generator = torch.Generator().manual_seed(session.seed + MASK_STREAM)
+            generator = torch.Generator().manual_seed(derive_seed(session.seed, MASK_STREAM))
             for name in prunable(session.model, params.exclude):
                 layer = session.model.get_submodule(name)
                 set_mask(layer, "weight", random_mask(layer.weight, params.sparsity, generator))
-        session.add_step_hook(lambda: zero_pruned(session.model))
+        session.add_step_hook(MaskEnforcer(session))  # momentum would revive pruned weights
         session.train(until="end")
         session.record(prune_epoch=params.at_epoch)
 
