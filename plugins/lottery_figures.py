@@ -21,11 +21,10 @@ from pcnbench_plugins.reporters.style import (
     ModelGroup,
     Point,
     bottom_legend,
+    figure_per_group,
     number,
-    operating_points,
     outlier_floor,
     place_label,
-    slug,
 )
 
 if TYPE_CHECKING:
@@ -146,13 +145,11 @@ def _imp_figure(group: ModelGroup, colors: Mapping[str, str]) -> Figure | None:
 
 def imp_figures(data: ReportData, colors: Mapping[str, str]) -> list[ReportFigure]:
     """One IMP figure per (dataset, model); skipped where the group has no lottery results."""
-    out = []
-    for group in operating_points(data):
-        name = f"lottery-imp-{slug(group.title)}"
-        title = f"{group.title}: IMP accuracy against density"
-        figure = _imp_figure(group, colors)
-        if figure is None:
-            out.append(ReportFigure(name, title, "", skipped="no lottery results"))
-        else:
-            out.append(ReportFigure(name, title, CAPTION, figure=figure))
-    return out
+    return figure_per_group(
+        data,
+        "lottery-imp",
+        "IMP accuracy against density",
+        lambda group: _imp_figure(group, colors),
+        CAPTION,
+        "no lottery results",
+    )

@@ -22,9 +22,8 @@ from pcnbench_plugins.reporters.style import (
     DASHES,
     ModelGroup,
     bottom_legend,
+    figure_per_group,
     number,
-    operating_points,
-    slug,
 )
 
 if TYPE_CHECKING:
@@ -151,14 +150,11 @@ def _spectra_figure(group: ModelGroup, colors: Mapping[str, str]) -> Figure | No
 
 def pcn_figures(data: ReportData, colors: Mapping[str, str]) -> list[ReportFigure]:
     """One spectra figure per (dataset, model); skipped where no pcn result has spectra."""
-    out = []
-    for group in operating_points(data):
-        name = f"pcn-spectra-{slug(group.title)}"
-        title = f"{group.title}: PCN spectra"
-        figure = _spectra_figure(group, colors)
-        if figure is None:
-            why = "no pcn results with per-layer spectra"
-            out.append(ReportFigure(name, title, "", skipped=why))
-        else:
-            out.append(ReportFigure(name, title, CAPTION, figure=figure))
-    return out
+    return figure_per_group(
+        data,
+        "pcn-spectra",
+        "PCN spectra",
+        lambda group: _spectra_figure(group, colors),
+        CAPTION,
+        "no pcn results with per-layer spectra",
+    )

@@ -25,9 +25,9 @@ enter it themselves, and should be `matplotlib.figure.Figure` objects (not pyplo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -35,7 +35,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from pcnbench.api import ReportFigure
+
 from .points import BASELINE, ModelGroup, Point, number, operating_points
+
+if TYPE_CHECKING:
+    from pcnbench.api import ReportData
 
 __all__ = [
     "BASELINE",
@@ -47,6 +52,7 @@ __all__ = [
     "ModelGroup",
     "Point",
     "bottom_legend",
+    "figure_per_group",
     "is_wide",
     "log_if_wide",
     "method_colors",
@@ -265,3 +271,24 @@ def pad_limits(
         ylo, yhi = mid - 0.25, mid + 0.25
     pad = 0.12 * (yhi - ylo)
     ax.set_ylim(ylo - pad, yhi + pad)
+
+
+def figure_per_group(
+    data: ReportData,
+    name: str,
+    title: str,
+    draw: Callable[[ModelGroup], Figure | None],
+    caption: str,
+    skipped: str,
+) -> list[ReportFigure]:
+    """One figure per (dataset, model) of the results: `draw(group)`, or `skipped` where it
+    returns None; files are named `<name>-<dataset-model>`, titles `<group>: <title>`."""
+    out = []
+    for group in operating_points(data):
+        stem, heading = f"{name}-{slug(group.title)}", f"{group.title}: {title}"
+        figure = draw(group)
+        if figure is None:
+            out.append(ReportFigure(stem, heading, "", skipped=skipped))
+        else:
+            out.append(ReportFigure(stem, heading, caption, figure=figure))
+    return out
