@@ -32,6 +32,7 @@ from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig
 from pcnbench.layers import Patterns, layer_names, select_layers
 from pcnbench.manager import load_plugins
 from pcnbench.masks import Masked, MaskEnforcer, mask_density, masked_parameters, set_mask
+from pcnbench.optim import exclude_from_weight_decay
 from pcnbench.protocols import Session, Snapshot
 from pcnbench.recipe import Recipe
 from pcnbench.records import EpochRecord, PhaseRecord
@@ -75,6 +76,7 @@ __all__ = [
     "TensorSplits",
     "WorkerConfig",
     "derive_seed",
+    "exclude_from_weight_decay",
     "layer_names",
     "load_plugins",
     "mask_density",

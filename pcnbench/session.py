@@ -22,6 +22,7 @@ from pcnbench.data import make_source
 from pcnbench.inference import measure_inference
 from pcnbench.masks import mask_density
 from pcnbench.metering import MeterSet, energy_columns
+from pcnbench.optim import build_optimizer
 from pcnbench.phases import PhaseClock
 from pcnbench.recipe import Recipe
 from pcnbench.records import EpochRecord, PhaseRecord
@@ -142,18 +143,8 @@ class Session:
     def model(self, model: nn.Module) -> None:
         self._trunk.leave()  # a replaced model leaves the trunk (restore may bring it back)
         self._model = model.to(self.device)
-        self._optimizer = self._build_optimizer(self._model)
+        self._optimizer = build_optimizer(self._model, self.recipe)
         self._lr: float | None = None  # forces the next step to set the schedule's rate
-
-    def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        o, wd = self.recipe.optimizer, self.recipe.weight_decay
-        params = [p for p in model.parameters() if p.requires_grad]
-        if o.name == "sgd":
-            return torch.optim.SGD(
-                params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=wd
-            )
-        optimizer = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-        return optimizer(params, lr=o.lr, betas=o.betas, weight_decay=wd)
 
     def lr_at(self, step: int) -> float:
         """Learning rate of optimizer step `step`: the recipe's schedule, then any fine-tuning."""
