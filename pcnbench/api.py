@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pcnbench.cells import Cell, Choice
+from pcnbench.cells import Cell, Choice, Locator
 from pcnbench.contracts import (
     DataInfo,
     DatasetPlugin,
@@ -53,6 +53,7 @@ __all__ = [
     "ExecutorEvents",
     "FolderSplits",
     "Job",
+    "Locator",
     "MaskEnforcer",
     "Masked",
     "Meter",

@@ -10,9 +10,72 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from pcnbench.recipe import Recipe
 
 EXCLUDE_KEYS = ("dataset", "model", "method", "seed")
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Marks a parameter that locates, fetches or loads data, not what it is: not in cell ids.
+
+    Written `root: Annotated[str, Locator()] = "data"` (the marker outermost in `Annotated`).
+    The value still reaches the plugin and is stored with the cell's full configuration, but
+    cell ids (and the trunk and checkpoint keys derived from them) leave it out, so moving the
+    data, switching `download` or changing a loader's worker count keeps every id. Mark only
+    what cannot change results: two values of a marked field give the same cell.
+    """
+
+
+def locator_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Names of the fields of a pydantic model class marked with `Locator`."""
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if any(m is Locator or isinstance(m, Locator) for m in info.metadata)
+    )
+
+
+def _locators(value: BaseModel) -> dict[str, Any]:
+    # pydantic's `exclude` for every Locator field of a model and of the models nested in it:
+    # {field: True} or {field: {nested field: ...}}
+    spec: dict[str, Any] = dict.fromkeys(locator_fields(type(value)), True)
+    for name in type(value).model_fields:
+        inner = getattr(value, name)
+        if name not in spec and isinstance(inner, BaseModel):
+            nested = _locators(inner)
+            if nested:
+                spec[name] = nested
+    return spec
+
+
+def _id_dump(value: BaseModel) -> dict[str, Any]:
+    # the model without values equal to their default and without Locator fields
+    spec = _locators(value)
+    dumped = value.model_dump(mode="json", exclude_defaults=True, exclude=spec or None)
+    for name, nested in spec.items():
+        if nested is True or name not in dumped:
+            continue
+        # a nested model that differs from its default only in Locator fields is its default
+        inner = getattr(value, name)
+        default = type(value).model_fields[name].get_default(call_default_factory=True)
+        if isinstance(default, BaseModel) and _without_locators(inner) == _without_locators(
+            default
+        ):
+            del dumped[name]
+        else:
+            dumped[name] = _id_dump(inner)
+    return dumped
+
+
+def _without_locators(value: BaseModel) -> dict[str, Any]:
+    return value.model_dump(mode="json", exclude=_locators(value) or None)
+
+
+def _dump(value: BaseModel, *, for_id: bool) -> dict[str, Any]:
+    return _id_dump(value) if for_id else value.model_dump(mode="json")
 
 
 @dataclass(frozen=True)
@@ -59,21 +122,20 @@ def _short(choice: Choice) -> str:
 
 
 def canonical(choice: Choice, *, for_id: bool = False) -> dict[str, Any]:
-    """Name and params of a grid point; `for_id` drops values equal to their default."""
-    params = choice.params.model_dump(mode="json", exclude_defaults=for_id)
-    return {"name": choice.name, "params": params}
+    """Name and params of a grid point; `for_id` drops defaults and `Locator` fields."""
+    return {"name": choice.name, "params": _dump(choice.params, for_id=for_id)}
 
 
 def cell_config(
     dataset: Choice, model: Choice, method: Choice, seed: int, recipe: Recipe, *, for_id: bool
 ) -> dict[str, Any]:
-    """The canonical configuration of a cell (defaults filled unless `for_id`)."""
+    """The canonical configuration of a cell (all of it unless `for_id`: see `canonical`)."""
     return {
         "dataset": canonical(dataset, for_id=for_id),
         "model": canonical(model, for_id=for_id),
         "method": canonical(method, for_id=for_id),
         "seed": seed,
-        "recipe": recipe.model_dump(mode="json", exclude_defaults=for_id),
+        "recipe": _dump(recipe, for_id=for_id),
     }
 
 
@@ -81,7 +143,8 @@ def cell_id(config_for_id: dict[str, Any]) -> str:
     """Stable id: sha256 of the sorted-key JSON of the non-default configuration.
 
     Values equal to their default are left out, so adding a field with a default keeps old ids;
-    the price is that a default, once released, must never change meaning.
+    the price is that a default, once released, must never change meaning. Fields marked
+    `Locator` (where the data is, whether to download it) are left out too.
     """
     blob = json.dumps(config_for_id, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
@@ -139,9 +202,11 @@ __all__ = [
     "EXCLUDE_KEYS",
     "Cell",
     "Choice",
+    "Locator",
     "canonical",
     "cell_config",
     "cell_id",
     "expand",
+    "locator_fields",
     "select",
 ]

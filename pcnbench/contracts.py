@@ -45,7 +45,11 @@ __all__ = [
 
 
 class Params(BaseModel):
-    """Base class of a plugin's parameters: unknown keys are errors, values are immutable."""
+    """Base class of a plugin's parameters: unknown keys are errors, values are immutable.
+
+    A field that only locates, fetches or loads the data (a path, `download`, a worker count)
+    is marked `Annotated[str, Locator()]` (`pcnbench.api.Locator`): cell ids leave it out.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import json
+from pathlib import Path
+from typing import Annotated
 
-from pcnbench.cells import Choice, cell_config, cell_id, select
+from pydantic import BaseModel, Field
+
+from pcnbench.api import Locator, Params
+from pcnbench.cells import Choice, cell_config, cell_id, expand, locator_fields, select
+from pcnbench.execution import trunk_group
 from pcnbench.recipe import Recipe
+from pcnbench.store import Store
 from pcnbench.suite import load_suite
 from tests.conftest import BASE_SUITE, EarlyParams
+
+CIFAR10_SUITE = Path(__file__).resolve().parents[1] / "suites" / "cifar10.yaml"
 
 
 def test_list_params_expand_into_cartesian_grid(host, write_suite):
@@ -102,3 +111,97 @@ def test_only_selects_by_label_substring_glob_or_id(host, write_suite):
     assert select(cells, cells[3].id[:8]) == [cells[3]]
     assert select(cells, None) == cells
     assert select(cells, "nothing-matches") == []
+
+
+def test_cifar10_suite_lists_the_same_ids_with_another_root_and_no_download(
+    host, write_suite, tmp_path
+):
+    text = CIFAR10_SUITE.read_text(encoding="utf-8")
+    here = "params: {root: data, download: true}"
+    assert text.count(here) == 1
+    moved_text = text.replace(here, "params: {root: /mnt/elsewhere/cifar, download: false}")
+    cells = load_suite(write_suite(text, "a.yaml"), host).cells
+    moved = load_suite(write_suite(moved_text, "b.yaml"), host).cells
+    assert len(cells) == len(moved) == 78
+    assert [c.id for c in moved] == [c.id for c in cells]
+    # pinned: `download: true` no longer counts, so this is also the id with no dataset params
+    assert cells[0].id == "75d93425da0a11c7"
+    # the dense trunk shared between methods (and its cache key) does not move either
+    assert [trunk_group(c) for c in moved] == [trunk_group(c) for c in cells]
+    # the stored configuration still says where the data was and whether it was downloaded
+    assert cells[0].config["dataset"] == {
+        "name": "cifar10",
+        "params": {"root": "data", "download": True},
+    }
+    store = Store(tmp_path / "results.db")
+    run = store.begin_run("cifar10", "b.yaml", "00" * 32, moved_text, ["pcnbench"], {})
+    store.start_cell(moved[0], run, "cpu")
+    row = store.db.execute(
+        "SELECT config, dataset_params FROM cells WHERE cell_id = ?", (cells[0].id,)
+    ).fetchone()
+    store.close()
+    stored = {"root": "/mnt/elsewhere/cifar", "download": False}
+    assert json.loads(row["config"])["dataset"]["params"] == stored
+    assert json.loads(row["dataset_params"]) == stored
+
+
+class _Mirror(BaseModel):
+    """A nested model with a locating field of its own."""
+
+    url: Annotated[str, Locator()] = "https://example.org"
+    retries: int = 3
+
+
+class _ThirdParty(Params):
+    """Parameters of a third-party plugin: two real settings and three locating ones."""
+
+    size: int = 10
+    cache_dir: Annotated[str, Locator()] = "~/.cache/thirdparty"
+    fetch: Annotated[bool, Locator] = False  # the bare class works as a marker too
+    shards: Annotated[int, Field(ge=1), Locator()] = 1
+    mirror: _Mirror = _Mirror()
+
+
+def test_locator_fields_of_any_params_are_left_out_of_ids_and_kept_in_the_config():
+    assert locator_fields(_ThirdParty) == {"cache_dir", "fetch", "shards"}
+    assert locator_fields(EarlyParams) == frozenset()
+    recipe = Recipe(epochs=3)
+    here = _ThirdParty(size=5)
+    there = _ThirdParty(
+        size=5, cache_dir="/scratch", fetch=True, shards=4, mirror=_Mirror(url="http://m")
+    )
+
+    def ident(dataset: Params, model: Params, method: Params) -> str:
+        axes = [Choice("t", params, 0, {}) for params in (dataset, model, method)]
+        return cell_id(cell_config(*axes, 0, recipe, for_id=True))
+
+    base = ident(here, here, here)
+    # a marked field is left out of the id on every axis: dataset, model and method alike
+    assert ident(there, here, here) == base
+    assert ident(here, there, here) == base
+    assert ident(here, here, there) == base
+    assert ident(there, there, there) == base
+    # unmarked fields still count, nested ones included
+    assert ident(here, _ThirdParty(size=6), here) != base
+    other_retries = _ThirdParty(size=5, mirror=_Mirror(url="http://m", retries=4))
+    assert ident(here, here, other_retries) != base
+    axes = [Choice("t", p, 0, {}) for p in (there, here, other_retries)]
+    for_id = cell_config(*axes, 0, recipe, for_id=True)
+    assert for_id["dataset"]["params"] == {"size": 5}
+    assert for_id["method"]["params"] == {"size": 5, "mirror": {"retries": 4}}
+    (cell,) = expand(
+        "s",
+        [Choice("t", there, 0, {})],
+        [Choice("t", here, 0, {})],
+        [Choice("t", here, 0, {})],
+        [0],
+        recipe,
+    )
+    assert cell.id == base
+    assert cell.config["dataset"]["params"] == {
+        "size": 5,
+        "cache_dir": "/scratch",
+        "fetch": True,
+        "shards": 4,
+        "mirror": {"url": "http://m", "retries": 3},
+    }

@@ -21,6 +21,7 @@ from pcnbench.api import (
     ParamError,
     TensorSplits,
 )
+from pcnbench.cells import Choice, canonical, locator_fields
 from pcnbench_plugins.datasets import register_datasets
 from pcnbench_plugins.datasets.digits import Digits
 from pcnbench_plugins.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD, Imagenet
@@ -82,6 +83,35 @@ def test_params_reject_unknown_keys_and_out_of_range_values() -> None:
     with pytest.raises(pydantic.ValidationError):
         Imagenet.Params()  # root is required
     assert Cifar10.Params() == Cifar10.Params(root="data", download=False)
+    with pytest.raises(pydantic.ValidationError):
+        Imagenet.Params(root="x", workers=-1)  # the Locator marker keeps the constraint
+
+
+def test_builtin_datasets_leave_where_and_how_data_is_read_out_of_cell_ids(
+    tmp_path: Path,
+) -> None:
+    datasets = _registered()
+    located = {"root", "download"}
+    assert {name: locator_fields(d.Params) for name, d in datasets.items()} == {
+        "digits": frozenset(),
+        "synthetic": frozenset(),
+        "cifar10": located,
+        "cifar100": located,
+        "mnist": located,
+        "fashion_mnist": located,
+        "imagenet": {"root", "workers"},
+    }
+    cifar = Choice("cifar10", Cifar10.Params(root=str(tmp_path), download=True), 0, {})
+    assert canonical(cifar, for_id=True) == {"name": "cifar10", "params": {}}
+    assert canonical(cifar, for_id=False)["params"] == {"root": str(tmp_path), "download": True}
+    params = Imagenet.Params(root=str(tmp_path), num_classes=100, workers=2)
+    imagenet = Choice("imagenet", params, 0, {})
+    assert canonical(imagenet, for_id=True)["params"] == {"num_classes": 100}
+    assert canonical(imagenet, for_id=False)["params"] == {
+        "root": str(tmp_path),
+        "num_classes": 100,
+        "workers": 2,
+    }
 
 
 # digits ---------------------------------------------------------------------------------------

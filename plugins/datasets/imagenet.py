@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 
@@ -12,6 +13,7 @@ from pcnbench.api import (
     DatasetMissingError,
     DatasetPlugin,
     FolderSplits,
+    Locator,
     ParamError,
     Params,
 )
@@ -27,11 +29,15 @@ _LAYOUT = (
 
 
 class ImagenetParams(Params):
-    """Where the class folders are, how many classes they hold, and how many loader workers."""
+    """Where the class folders are, how many classes they hold, and how many loader workers.
 
-    root: str
+    `root` and `workers` are not in cell ids: each sample's augmentation is seeded by its place
+    in the epoch, so the worker count does not change what is trained on.
+    """
+
+    root: Annotated[str, Locator()]
     num_classes: int = Field(1000, ge=1)
-    workers: int = Field(8, ge=0)
+    workers: Annotated[int, Locator()] = Field(8, ge=0)
 
 
 class Imagenet(DatasetPlugin):

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pcnbench.api import DataInfo, DatasetMissingError, DatasetPlugin, Params, TensorSplits
+from pcnbench.api import (
+    DataInfo,
+    DatasetMissingError,
+    DatasetPlugin,
+    Locator,
+    Params,
+    TensorSplits,
+)
 
 from .stats import channel_stats
 
@@ -33,10 +40,10 @@ _MNIST_FILES = (
 
 
 class TorchvisionParams(Params):
-    """Where the dataset lives and whether it may be downloaded there."""
+    """Where the dataset lives and whether it may be downloaded there (neither is in cell ids)."""
 
-    root: str = "data"
-    download: bool = False
+    root: Annotated[str, Locator()] = "data"
+    download: Annotated[bool, Locator()] = False
 
 
 class TorchvisionDataset(DatasetPlugin):
