@@ -1,11 +1,13 @@
 """The `lottery` method: iterative magnitude pruning with rewinding (lottery tickets).
 
 Frankle & Carbin 2019; Frankle et al. 2020; OpenLTH's `lottery` runner with `sparse_global`.
-Train to the rewind step k and keep that whole state (weights, BatchNorm statistics, optimizer,
-step, RNG); train to the end. Each level prunes ceil(rate × remaining) weights by one global
-|w| threshold over the still-unpruned conv and linear weights of the last trained network,
-rewinds to step k, applies the mask and trains from k to the end again, with the schedule and
-data order resuming at k. Every level is a result row charged with all training so far.
+Train to the rewind step k and keep that state (weights, BatchNorm statistics, step, RNG, and
+the optimizer's); train to the end. Each level prunes ceil(rate × remaining) weights by one
+global |w| threshold over the still-unpruned conv and linear weights of the last trained
+network, rewinds to step k, applies the mask and trains from k to the end again, with the
+schedule and data order resuming at k. As in OpenLTH, each level starts a fresh optimizer at
+step k (no momentum); `rewind_optimizer: true` restores the step-k optimizer state instead.
+Every level is a result row charged with all training so far.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class LotteryParams(Params):
     levels: int = Field(ge=1, description="pruning rounds; one result row each")
     rate: float = Field(0.2, gt=0, lt=1, description="fraction of remaining weights per level")
     rewind: Rewind = "0"
+    rewind_optimizer: bool = Field(
+        False,
+        description="restore the step-k optimizer state (momentum) too; default: a fresh "
+        "optimizer at step k, as OpenLTH",
+    )
     exclude: Patterns = ()
 
 
@@ -101,6 +108,10 @@ class Lottery(Method):
                 weights = {name: layer.weight for name, layer in layers.items()}
                 masks = imp_masks(weights, params.rate, masks)
                 session.restore(start)
+                if not params.rewind_optimizer:
+                    # OpenLTH builds a new optimizer for every level's run from step k; the
+                    # setter does that (the schedule and data order follow the step, still k).
+                    session.model = session.model
                 attach_masks(prunable_layers(session.model, params.exclude), masks)
                 enforce.refresh()
             session.train(until="end")

@@ -41,7 +41,9 @@ def recipe(epochs: int = 3, **overrides: object) -> Recipe:
 def test_ceil_prune_count_rounds_up_the_decimal_product() -> None:
     assert ceil_prune_count(1000, 0.2) == 200
     assert ceil_prune_count(409, 0.2) == 82  # 81.8
-    assert ceil_prune_count(10, 0.7) == 7  # float gives 7.000000000000001
+    assert ceil_prune_count(10, 0.7) == 7
+    assert ceil_prune_count(100, 0.07) == 7  # float's 0.07 × 100 is 7.000000000000001 → 8
+    assert ceil_prune_count(25, 0.28) == 7  # float: 7.000000000000001
     assert ceil_prune_count(1, 0.2) == 1
 
 
@@ -104,10 +106,14 @@ def spy(session: Session) -> dict[str, list[Any]]:
     return seen
 
 
-def test_rewinding_restores_the_step_k_state_bit_for_bit_under_the_mask() -> None:
+@pytest.mark.parametrize("rewind_optimizer", [False, True])
+def test_rewinding_restores_the_step_k_state_bit_for_bit_under_the_mask(
+    rewind_optimizer: bool,
+) -> None:
     session = Session(convnet(), image_splits(), recipe(epochs=3), seed=3)
     seen = spy(session)
-    Lottery().run(session, LotteryParams(levels=2, rewind="4it"))
+    params = LotteryParams(levels=2, rewind="4it", rewind_optimizer=rewind_optimizer)
+    Lottery().run(session, params)
     (snap,) = seen["snapshots"]
     assert snap.step == 4
     steps = [start[0] for start in seen["starts"]]
@@ -127,13 +133,64 @@ def test_rewinding_restores_the_step_k_state_bit_for_bit_under_the_mask() -> Non
             sum(int(state[f"{n}.weight_mask"].sum()) for n in ("0", "3", "6"))
             == [508, 406][level - 1]
         )
-        # Momentum buffers and the RNG are the step-k ones too.
-        for key, value in snap.optimizer_state["state"].items():
-            assert torch.equal(optimizer["state"][key]["momentum_buffer"], value["momentum_buffer"])
+        # The RNG is the step-k one too; so are the momentum buffers with `rewind_optimizer`,
+        # while by default (OpenLTH) each level starts a fresh optimizer: no momentum at all.
+        assert len(snap.optimizer_state["state"]) == 8  # 3 conv/linear weights + biases, BN
+        if rewind_optimizer:
+            assert optimizer["state"].keys() == snap.optimizer_state["state"].keys()
+            for key, value in snap.optimizer_state["state"].items():
+                assert torch.equal(
+                    optimizer["state"][key]["momentum_buffer"], value["momentum_buffer"]
+                )
+        else:
+            assert optimizer["state"] == {}
         assert torch.equal(rng, snap.rng["torch"])
     # The rewound statistics differ from where the state stood: restoring them was not a no-op.
     assert not torch.equal(trained["1.running_mean"], kept["1.running_mean"])
     assert seen["records"] == [[0, 0, 0], [0, 0, 0]]  # pruned weights still zero at the end
+
+
+def test_default_levels_train_with_a_fresh_optimizer_and_rewind_optimizer_keeps_momentum() -> None:
+    runs = {}
+    for rewind_optimizer in (False, True):
+        session = Session(convnet(), image_splits(), recipe(epochs=3), seed=3)
+        seen = spy(session)
+        # Momentum buffers after each step k + 1 = 5: level 0's, then level 1's first step.
+        buffers: list[dict[int, torch.Tensor]] = []
+
+        def capture(session: Session = session, buffers: list = buffers) -> None:
+            if session.step == 5:
+                state = session.optimizer.state_dict()["state"]
+                buffers.append({i: s["momentum_buffer"].clone() for i, s in state.items()})
+
+        session.add_step_hook(capture)
+        params = LotteryParams(levels=1, rewind="4it", rewind_optimizer=rewind_optimizer)
+        Lottery().run(session, params)
+        runs[rewind_optimizer] = (seen, buffers, session.results[0])
+    (fresh, fresh_buffers, fresh_row), (kept, kept_buffers, kept_row) = runs[False], runs[True]
+    # Both modes share level 0 and rewind to the same masked step-k weights at step 4.
+    assert fresh_row["level0_accuracy"] == kept_row["level0_accuracy"]
+    assert fresh["starts"][2][0] == kept["starts"][2][0] == 4
+    for key, value in fresh["starts"][2][1].items():
+        assert torch.equal(value, kept["starts"][2][1][key]), key
+    # Level 1's first step sees the same gradient g (+ weight decay) in both; SGD's buffer is
+    # g when fresh (OpenLTH) and 0.9 · (the step-k buffer) + g when rewound.
+    snap = fresh["snapshots"][0].optimizer_state["state"]
+    assert len(fresh_buffers) == len(kept_buffers) == 2
+    for i, k_buffer in snap.items():
+        momentum = k_buffer["momentum_buffer"]
+        assert momentum.abs().max() > 1e-3, i  # the momentum the fresh optimizer drops
+        torch.testing.assert_close(
+            fresh_buffers[1][i] + 0.9 * momentum, kept_buffers[1][i], rtol=1e-5, atol=1e-6
+        )
+    # ... so the level trains to different weights (the dense level 0 ends identically).
+    for key, value in fresh["ends"][1].items():
+        assert torch.equal(value, kept["ends"][1][key]), key
+    moved = [
+        (fresh["ends"][2][k].float() - kept["ends"][2][k].float()).abs().max().item()
+        for k in ("0.weight", "3.weight", "6.weight")
+    ]
+    assert min(moved) > 1e-3, moved
 
 
 def test_lottery_records_one_row_per_level_with_cumulative_epochs_and_shrinking_params() -> None:
@@ -213,6 +270,9 @@ def test_rewind_spellings_of_one_point_make_one_cell_id(host, write_suite) -> No
     assert ids("      rewind: 0it\n") == zero
     assert ids("      rewind: 0ep\n") == zero
     assert zero != one
+    # The optimizer rewinding added later: its default (false) keeps the ids cells had before.
+    assert ids("      rewind: 1\n      rewind_optimizer: false\n") == one
+    assert ids("      rewind: 1\n      rewind_optimizer: true\n") != one
 
 
 def test_levels_are_the_point_keys_and_figures_come_from_lottery_figures(monkeypatch) -> None:

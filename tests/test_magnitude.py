@@ -132,6 +132,44 @@ def test_pruned_weights_stay_zero_through_50_steps_with_momentum_and_weight_deca
     }
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"sparsity": 0.7, "finetune_epochs": 2},
+        {"sparsity": 0.7, "scope": "layer", "finetune": "lr_rewind", "finetune_epochs": 2},
+        {"sparsity": 0.8, "schedule": "gradual", "start_epoch": 1, "end_epoch": 3, "frequency": 2},
+        {"sparsity": 0.8, "schedule": "gradual", "end_epoch": 2, "finetune_epochs": 1},
+    ],
+    ids=["oneshot", "oneshot-layer-rewind", "gradual", "gradual-finetune"],
+)
+def test_magnitude_run_keeps_its_own_masked_weights_at_zero(values: dict) -> None:
+    # Momentum 0.9 and weight decay move every weight each step: without the method's own
+    # step hook the pruned weights come back to life between mask updates and in fine-tuning.
+    session = Session(convnet(), image_splits(), recipe(epochs=4), seed=0)
+    revived: list[tuple[int, int]] = []  # (step, pruned weights not zero) after train() calls
+    train = session.train
+
+    def spy(until: int | str = "end", phase: str = "train") -> None:
+        train(until, phase)
+        masked = list(masked_parameters(session.model))
+        if masked:
+            alive = sum(int(m.param[m.mask == 0].count_nonzero()) for m in masked)
+            revived.append((session.step, alive))
+
+    session.train = spy  # type: ignore[method-assign]
+    params = MagnitudeParams(**values)
+    Magnitude().run(session, params)
+    assert revived and all(alive == 0 for _, alive in revived), revived
+    masked = list(masked_parameters(session.model))
+    pruned = sum(int((m.mask == 0).sum()) for m in masked)
+    assert pruned == round(params.sparsity * 636)
+    assert sum(int(m.param[m.mask == 0].count_nonzero()) for m in masked) == 0
+    # The kept weights did train on: only the pruned ones are held at zero.
+    assert sum(int(m.param[m.mask == 1].count_nonzero()) for m in masked) == 636 - pruned
+    row = session.results[-1]
+    assert row["epochs_trained"] == 4 + (values.get("finetune_epochs") or 0)
+
+
 def test_zhu_gupta_schedule_values_at_start_midpoint_and_end() -> None:
     s_i, s_f, t0, end = 0.1, 0.9, 100, 500
     assert zhu_gupta_sparsity(100, s_i, s_f, t0, end) == pytest.approx(0.1, abs=1e-15)
