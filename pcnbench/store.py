@@ -35,6 +35,17 @@ RESULT_COLUMNS = [
     "epochs_trained",
     "error",
 ]
+# Then these, in this order; every other result column follows in alphabetical order.
+CELL_COLUMNS = [
+    "label",
+    "dataset_params",
+    "model_params",
+    "device",
+    "dataset_setting",
+    "model_setting",
+    "method_setting",
+    "result",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -76,6 +87,12 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Each axis's parameters as the suite wrote them for the grid point (JSON; `Choice.raw`): what
 # tells the point apart from the others of its plugin. Added to databases written before them.
 SETTING_COLUMNS = ("dataset_setting", "model_setting", "method_setting")
+
+# The cells columns `results_frame` selects (`result` is the result's index in its cell).
+_CELL_SELECT = (
+    *("suite", "cell_id", "dataset", "model", "method", "method_params", "seed", "status"),
+    *("error", "label", "dataset_params", "model_params", "device", *SETTING_COLUMNS),
+)
 
 
 def _now() -> str:
@@ -139,11 +156,13 @@ class Store:
         """Close the connection."""
         self.db.close()
 
-    def _columns(self, table: str) -> set[str]:
-        return {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}
+    def _columns(self, table: str) -> list[str]:
+        """The table's columns in the order they were added (a list: set order varies by run)."""
+        return [r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")]
 
     def _ensure_columns(self, table: str, keys: Iterable[str]) -> None:
-        missing = [k for k in keys if k not in self._columns(table)]
+        present = set(self._columns(table))
+        missing = [k for k in keys if k not in present]
         for key in missing:
             if not _IDENT.match(key):
                 raise ValueError(f"result key {key!r} is not a valid column name")
@@ -262,20 +281,33 @@ class Store:
             )
 
     def results_frame(self) -> pd.DataFrame:
-        """One row per result (a failed or unfinished cell is one row with its status and error)."""
-        extra = [c for c in self._columns("results") if c not in {"cell_id", "idx"}]
-        picked = ", ".join(f'r."{c}"' for c in extra)
+        """One row per result (a failed or unfinished cell is one row with its status and error).
+
+        Columns in a fixed order: `RESULT_COLUMNS`, then `CELL_COLUMNS`, then every other result
+        column in alphabetical order, so the same columns give the same header whatever order
+        they reached the database in. Columns holding only integers (and missing values) are
+        pandas' nullable `Int64`: a failed cell's missing value does not turn 474 into 474.0.
+        """
+        stored = [c for c in self._columns("results") if c not in {"cell_id", "idx"}]
+        picked = "".join(f', r."{c}"' for c in stored)
+        cells = ", ".join(f"c.{c}" for c in _CELL_SELECT)
         query = (
-            "SELECT c.suite, c.cell_id, c.label, c.dataset, c.dataset_params, c.model,"
-            " c.model_params, c.method, c.method_params, c.seed, c.status, c.error, c.device,"
-            " c.dataset_setting, c.model_setting, c.method_setting,"
-            f" r.idx AS result, {picked}"
+            f"SELECT {cells}, r.idx AS result{picked}"
             " FROM cells c LEFT JOIN results r ON r.cell_id = c.cell_id"
             " ORDER BY c.rowid, r.idx"
         )
-        frame = pd.read_sql_query(query, self.db)
-        first = [c for c in RESULT_COLUMNS if c in frame.columns]
-        rest = [c for c in frame.columns if c not in first]
+        cursor = self.db.execute(query)
+        names = [d[0] for d in cursor.description]
+        rows = [tuple(r) for r in cursor.fetchall()]
+        frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
+        for j in range(len(names)):
+            values = [r[j] for r in rows]
+            if any(v is not None for v in values) and all(
+                v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values
+            ):
+                frame.isetitem(j, pd.array(values, dtype="Int64"))
+        first = [c for c in (*RESULT_COLUMNS, *CELL_COLUMNS) if c in frame.columns]
+        rest = sorted(c for c in frame.columns if c not in first)
         return frame[first + rest]
 
     def table(self, name: str) -> pd.DataFrame:

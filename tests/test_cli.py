@@ -220,3 +220,92 @@ def test_jobs_2_runs_cells_in_worker_processes_with_the_same_results(write_suite
 
     one, two = stored(tmp_path / "j1"), stored(tmp_path / "j2")
     assert len(one) == 4 and one == two
+
+
+# `pcnbench results`: column order and integer columns -----------------------------------------
+
+EXTRA_KEYS = ["zeta", "alpha", "level", "mid_note", "beta_score", "omega", "kappa", "gamma"]
+
+
+def _results_db(out, keys: list[str], failed_first: bool) -> None:
+    """A database with one done cell (extra result `keys` in that order) and one failed cell."""
+    from pcnbench.store import Store
+    from tests.reportdata import fake_cell
+
+    store = Store(out / "results.db")
+    run = store.begin_run("t", "t.yaml", "ab" * 32, "name: t", ["pcnbench"], {})
+    done = fake_cell("t", {"width": 8}, "pcn", {"keep": "f0.5"}, 0, dataset="digits")
+    failed = fake_cell("t", {"width": 8}, "lowrank", {}, 0, dataset="digits")
+    values = {"zeta": 0.5, "alpha": "a", "level": 3, "mid_note": "m", "beta_score": 1.25}
+    values |= {"omega": 7, "kappa": None, "gamma": 2.0}
+    row = {"params": 474, "dense_params": 948, "macs": 9_000, "dense_macs": 18_000}
+    row |= {"accuracy": 0.97, "train_time_s": 1.5, "epochs_trained": 2.0}
+    row |= {k: values[k] for k in keys}
+    for cell in (failed, done) if failed_first else (done, failed):
+        store.start_cell(cell, run, "cpu")
+        if cell is done:
+            store.finish_cell(cell.id, "done", results=[row])
+        else:
+            store.finish_cell(cell.id, "failed", error="RuntimeError: boom")
+    store.end_run(run, "failed")
+    store.close()
+
+
+def _results_csv(out, hash_seed: int) -> str:
+    """`pcnbench results OUT --format csv` in a fresh interpreter with this PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
+    cmd = [sys.executable, "-m", "pcnbench.cli", "results", str(out), "--format", "csv"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_results_columns_come_in_a_fixed_documented_order(tmp_path):
+    from pcnbench.store import CELL_COLUMNS
+
+    expected = [*RESULT_COLUMNS, *CELL_COLUMNS, *sorted(EXTRA_KEYS)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _results_db(one, EXTRA_KEYS, failed_first=False)
+    _results_db(two, EXTRA_KEYS[::-1], failed_first=True)
+    # String hashing (and so a set's order) changes with PYTHONHASHSEED: the header must not.
+    headers = [_results_csv(one, seed).splitlines()[0] for seed in (1, 2, 3)]
+    headers.append(_results_csv(two, 4).splitlines()[0])
+    assert headers == [",".join(expected)] * 4
+
+
+def test_integer_columns_stay_integers_next_to_a_failed_cell(tmp_path, capsys):
+    _results_db(tmp_path, EXTRA_KEYS, failed_first=False)
+    assert main(["results", str(tmp_path), "--format", "csv"]) == 0
+    text = capsys.readouterr().out
+    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    done, failed = frame.iloc[0], frame.iloc[1]
+    assert (done["status"], failed["status"]) == ("done", "failed")
+    assert (done["params"], done["dense_macs"], done["level"], done["omega"]) == (
+        "474",
+        "18000",
+        "3",
+        "7",
+    )
+    assert (failed["params"], failed["level"], failed["result"]) == ("", "", "")
+    assert (done["result"], done["seed"], done["gamma"], done["accuracy"]) == (
+        "0",
+        "0",
+        "2.0",
+        "0.97",
+    )
+    assert main(["results", str(tmp_path), "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert (records[0]["params"], records[0]["level"], records[1]["params"]) == (474, 3, None)
+    assert main(["results", str(tmp_path), "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    failed_cells = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells[names.index("params")] == "474" and cells[names.index("level")] == "3"
+    assert failed_cells[names.index("params")] == "" and failed_cells[names.index("level")] == ""
+    assert main(["results", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "474" in table and "474.0" not in table and "boom" in table

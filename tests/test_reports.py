@@ -23,9 +23,11 @@ from pcnbench_plugins.reporters.html import inline_svg, render_html
 from pcnbench_plugins.reporters.points import model_groups, operating_points
 from pcnbench_plugins.reporters.stats import (
     best_indices,
+    best_of,
     mean_ci,
     paired_delta,
     pareto_front,
+    same,
     t_quantile,
 )
 from pcnbench_plugins.reporters.summary import finding, headline
@@ -107,6 +109,33 @@ def test_pareto_front_keeps_only_non_dominated_points() -> None:
     accs = [0.50, 0.70, 0.60, 0.90, 0.70, 0.40, 0.99]
     # 30/0.60 is beaten by 20/0.70; the two 20/0.70 twins both stay; NaN never counts.
     assert pareto_front(costs, accs) == [5, 0, 1, 4, 3]
+
+
+# Issue 11: two means of the same accuracy summed in another order.
+PCN_ACC, LOTTERY_ACC = 97.22222222222223, 97.22222222222221
+
+
+def test_pareto_front_counts_rounding_noise_as_a_tie() -> None:
+    # lottery level=3 has half pcn keep=f0.0625's parameters and the same accuracy: it dominates.
+    assert pareto_front([2_000, 1_000], [PCN_ACC, LOTTERY_ACC]) == [1]
+    assert pareto_front([1_000, 2_000], [LOTTERY_ACC, PCN_ACC]) == [0]
+    # The same cost and accuracy up to the last bits: twins, both stay.
+    assert pareto_front([1_000.0, 1_000.0000000000001], [PCN_ACC, LOTTERY_ACC]) == [0, 1]
+    # The same cost up to the last bits, one clearly more accurate: only that one.
+    assert pareto_front([1_000.0000000000001, 1_000.0], [97.5, PCN_ACC]) == [0]
+    assert pareto_front([1_000, 2_000], [97.0, 97.1]) == [0, 1]  # 0.1 pp is no tie
+
+
+def test_one_tolerance_for_equal_across_the_reporters() -> None:
+    assert same(PCN_ACC, LOTTERY_ACC) and not same(97.2222, 97.2223)
+    assert best_indices([PCN_ACC, LOTTERY_ACC, 90.0], higher_is_better=True) == {0, 1}
+    assert best_indices([1e-13, 0.0, 0.5], higher_is_better=False) == {0, 1}
+    assert best_indices([0.0001, 0.0002], higher_is_better=False) == {0}
+    items = [("a", 3.3333333333333335, 0.1), ("b", 3.333333333333333, 0.2), ("c", 2.0, 0.9)]
+    # `max(key=(compression, accuracy))` would take "a" on its last bit of compression.
+    assert best_of(items, lambda x: x[1], lambda x: x[2])[0] == "b"
+    assert best_of(items, lambda x: x[2])[0] == "c"
+    assert best_of([("x", PCN_ACC), ("y", LOTTERY_ACC)], lambda x: x[1])[0] == "x"  # first
 
 
 def test_best_indices_marks_ties_and_skips_lone_values() -> None:
@@ -334,6 +363,41 @@ def test_headline_says_so_when_no_setting_matches_dense() -> None:
         "sparsity=0.5 (Δ −2.00 pp, 1 seed, no interval) with 2.0× fewer parameters."
     )
     assert not finding(model_groups(frame)[0]).matches
+
+
+def test_headline_ties_are_within_the_tolerance() -> None:
+    # Δ = 0.900 − 0.905 = −0.0050000000000000044 in floats: exactly the 0.5 pp tolerance.
+    rows = [("dense", "{}", 0, 0.905, 100), ("pcn", '{"keep": "f0.5"}', 0, 0.900, 50)]
+    assert headline(model_groups(_frame(rows))).startswith(
+        "pcn keep=f0.5 comes within 0.5 pp of dense accuracy on average (Δ −0.50 pp, 1 seed"
+    )
+    # Compression 3.3333333333333335 against 3.333333333333333: a tie, so accuracy decides.
+    rows = [("dense", "{}", 0, 0.90, 100), ("pcn", '{"keep": "lean"}', 0, 0.899, 30.0)]
+    rows += [("pcn", '{"keep": "exact"}', 0, 0.90, 30.000000000000004)]
+    assert headline(model_groups(_frame(rows))).startswith("pcn keep=exact comes within")
+
+
+def test_markdown_and_latex_exports_escape_what_the_suite_wrote() -> None:
+    rows = [("dense", "{}", s, 0.90, 100) for s in (0, 1)]
+    rows += [("pcn", '{"keep": "<script>alert(1)</script>", "tag": "<b>x</b>"}', 0, 0.9, 50)]
+    rows += [("pcn", '{"keep": "f0.1", "tag": "<b>x</b>"}', 0, 0.89, 10)]
+    rows += [("pcn", '{"keep": "a|b & c_d%", "tag": "<b>x</b>"}', 0, 0.88, 20)]
+    frame = _frame(rows)
+    frame["model_params"] = '{"act": "<i>relu</i>"}'
+    frame["model_setting"] = frame["model_params"]
+    tables = comparison_tables(model_groups(frame))
+    md = to_markdown(tables)
+    for raw in ("<script>", "<b>", "<i>", "</"):
+        assert raw not in md
+    assert "## digits · mlp(act=&lt;i&gt;relu&lt;/i&gt;)" in md
+    assert "| pcn | keep=&lt;script&gt;alert(1)&lt;/script&gt; | 1 |" in md
+    assert r"| pcn | keep=a\|b &amp; c_d% | 1 |" in md
+    assert "*All pcn rows use tag=&lt;b&gt;x&lt;/b&gt;.*" in md
+    tex = to_latex(tables)
+    assert "<" not in tex and ">" not in tex and "a|b" not in tex
+    assert r"keep=\textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{}" in tex
+    assert r"keep=a\textbar{}b \& c\_d\%" in tex
+    assert r"tag=\textless{}b\textgreater{}x" in tex
 
 
 def test_headline_on_the_synthetic_suite(report_dir: Path) -> None:

@@ -234,7 +234,8 @@ def _tags(cell_rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    # pd.NA: a missing value of an integer (Int64) column of `Store.results_frame`
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _estimate_sources(phases: pd.DataFrame | None) -> dict[str, str]:
