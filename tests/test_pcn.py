@@ -6,9 +6,12 @@ import itertools
 import math
 import re
 import warnings
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from pydantic import ValidationError
 from torch import nn
@@ -16,13 +19,14 @@ from torch import nn
 from pcnbench.api import DataInfo
 from pcnbench.counting import count_macs, count_params, counted_tensors
 from pcnbench.errors import ParamError, SuiteError
+from pcnbench.optim import build_optimizer, is_excluded_from_weight_decay
 from pcnbench.recipe import Recipe
 from pcnbench.session import Session
 from pcnbench.suite import load_suite
 from pcnbench_plugins.datasets.synthetic import Synthetic
 from pcnbench_plugins.models.cifar_resnet import ResNet
 from pcnbench_plugins.models.cifar_vgg import VGG
-from pcnbench_plugins.models.mlp import CNN
+from pcnbench_plugins.models.mlp import CNN, MLP
 from pcnbench_plugins.pcn import (
     PCN,
     PCABasis,
@@ -38,6 +42,10 @@ from pcnbench_plugins.pcn import (
 from tests.conftest import BASE_SUITE
 
 CIFAR = DataInfo((3, 32, 32), 10)
+FEW_SAMPLES = "ignore:pcn.*fewer samples than features:UserWarning"
+# Most tests calibrate on a handful of samples for speed; the warning has its own tests
+# (pytest.warns records warnings whatever the filters say).
+pytestmark = pytest.mark.filterwarnings(FEW_SAMPLES)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -192,11 +200,11 @@ def test_basis_tensors_are_untrained_buffers() -> None:
     layer = new[3]
     assert isinstance(layer, PCALinear)
     buffers = dict(new.named_buffers())
-    assert buffers["3.basis.mu"] is layer.basis.mu and buffers["3.basis.V"] is layer.basis.V
-    assert layer.basis.V.shape == (32, 8) and layer.basis.mu.shape == (32,)
+    assert buffers["3.basis.offset"] is layer.basis.offset and buffers["3.basis.V"] is layer.basis.V
+    assert layer.basis.V.shape == (32, 8) and layer.basis.offset.shape == (8,)
     parameter_ids = {id(p) for p in new.parameters()}
-    assert id(layer.basis.V) not in parameter_ids and id(layer.basis.mu) not in parameter_ids
-    mu, basis = layer.basis.mu.clone(), layer.basis.V.clone()
+    assert id(layer.basis.V) not in parameter_ids and id(layer.basis.offset) not in parameter_ids
+    offset, basis = layer.basis.offset.clone(), layer.basis.V.clone()
     optimizer = torch.optim.SGD(new.parameters(), lr=0.5, momentum=0.9, weight_decay=0.1)
     assert id(layer.basis.V) not in {id(p) for g in optimizer.param_groups for p in g["params"]}
     weight = layer.weight.detach().clone()
@@ -204,22 +212,29 @@ def test_basis_tensors_are_untrained_buffers() -> None:
         optimizer.zero_grad()
         new(x).square().mean().backward()
         optimizer.step()
-    assert layer.basis.V.grad is None and layer.basis.mu.grad is None
+    assert layer.basis.V.grad is None and layer.basis.offset.grad is None
     assert not layer.basis.V.requires_grad
-    assert torch.equal(layer.basis.V, basis) and torch.equal(layer.basis.mu, mu)
+    assert torch.equal(layer.basis.V, basis) and torch.equal(layer.basis.offset, offset)
     assert not torch.equal(layer.weight.detach(), weight)  # the layer itself does train
 
 
-def test_param_count_includes_mu_and_v_by_hand() -> None:
+def test_param_count_includes_the_basis_by_hand() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4)
     )
     new, report = pcn_transform(model, [torch.randn(40, 8)], keep="d5")
     first = 8 * 16 + 16  # untransformed
-    second = 16 + 16 * 5 + 12 * 5 + 12  # μ, V, W′, b′
-    third = 12 + 12 * 5 + 4 * 5 + 4
-    assert count_params(new) == first + second + third == 408
+    # What inference stores and uses: V and the folded offset −Vᵀμ (not μ), W′, b′.
+    second = 16 * 5 + 5 + 12 * 5 + 12
+    third = 12 * 5 + 5 + 4 * 5 + 4
+    assert count_params(new) == first + second + third == 390
+    assert sorted(n for n in counted_tensors(new) if "basis" in n) == [
+        "3.basis.V",
+        "3.basis.offset",
+        "5.basis.V",
+        "5.basis.offset",
+    ]
     assert {name: (layer.d, layer.k) for name, layer in report.layers.items()} == {
         "3": (16, 5),
         "5": (12, 5),
@@ -351,7 +366,7 @@ def test_conv_pca_treats_every_position_as_a_sample() -> None:
     layer = report.layers["2"]
     assert layer.samples == 6 * 7 * 7
     assert torch.allclose(torch.tensor(layer.spectrum, dtype=torch.float64), expected)
-    assert torch.allclose(new[2].basis.mu, rows.mean(0))
+    assert torch.allclose(new[2].basis.offset, -(rows.mean(0) @ new[2].basis.V))
 
 
 def test_grouped_and_dilated_convs_are_left_alone_with_a_warning() -> None:
@@ -535,7 +550,7 @@ def test_method_records_a_smaller_model_with_both_accuracies(at_epoch: int) -> N
     assert row["transform_epoch"] == at_epoch and row["epochs_trained"] == 3
     (layer,) = row["pcn_layers"]  # the CNN's second conv
     assert layer["name"] == "conv2" and layer["d"] == 16 and layer["k"] == 4
-    assert layer["samples"] == 64 * 8 * 8
+    assert layer["samples"] == 64 * 8 * 8 and layer["undersampled"] is False
     assert row["pcn_skipped"] == [
         {"layer": "conv1", "reason": "first layer (reads the network input)"},
         {"layer": "fc", "reason": "left untransformed by a `layers` entry"},
@@ -555,3 +570,241 @@ def test_transform_right_after_training_keeps_accuracy_at_full_rank() -> None:
     (row,) = session.results
     assert row["acc_after_transform"] == pytest.approx(row["acc_before_transform"])
     assert row["accuracy"] == pytest.approx(row["acc_after_transform"])
+
+
+def test_macs_by_hand_on_the_quickstart_mlp() -> None:
+    torch.manual_seed(0)
+    model = MLP().build(MLP.Params(width=512, depth=2), DataInfo((1, 8, 8), 10))
+    x = torch.rand(600, 1, 8, 8)
+    new, report = pcn_transform(model, [x[:300], x[300:]], keep="d64", layers={"fc": None})
+    assert {name: (layer.d, layer.k) for name, layer in report.layers.items()} == {"fc2": (512, 64)}
+    # fc1, fc2's projection Vᵀ and W′, fc: the offset −Vᵀμ is a constant, not computed per pass.
+    assert count_macs(new, (1, 8, 8)) == 64 * 512 + 512 * 64 + 64 * 512 + 512 * 10 == 103_424
+    assert count_macs(model, (1, 8, 8)) == 64 * 512 + 512 * 512 + 512 * 10
+    # fc1; fc2's V, offset, W′, b′; fc.
+    assert count_params(new) == 64 * 512 + 512 + 512 * 64 + 64 + 64 * 512 + 512 + 5130
+
+
+def test_conv_macs_by_hand_count_the_padded_projection() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1))
+    new, _ = pcn_transform(model, [torch.randn(4, 3, 8, 8)], keep="d4")
+    first = 3 * 8 * 9 * 8 * 8
+    projection = 8 * 4 * 10 * 10  # the 1×1 projection runs on the zero-padded 10×10 input
+    assert count_macs(new, (3, 8, 8)) == first + projection + 4 * 6 * 9 * 8 * 8 == 30_848
+
+
+def undecayed(model: nn.Module, recipe: Recipe) -> set[int]:
+    """Ids of the parameters the recipe's optimizer trains without weight decay."""
+    groups = build_optimizer(model, recipe).param_groups
+    return {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+
+
+def test_bias_added_to_a_bias_free_conv_is_not_decayed() -> None:
+    data = Synthetic().load(Synthetic.Params(n_train=64, n_test=32, shape=(1, 8, 8)))
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),  # a bias appears where there was none
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3, padding=1),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 4),
+    )
+    recipe = Recipe(epochs=1, batch_size=32, optimizer={"lr": 0.5}, weight_decay=0.1)
+    session = Session(model, data, recipe, seed=0, measure_inference=False)
+    new, report = pcn_transform(
+        session.model, session.calibration_batches(64), keep="d4", layers={"6": None}
+    )
+    assert list(report.layers) == ["2", "4"]
+    session.model = new
+    added, kept = new[2].bias, new[4].bias
+    groups = session.optimizer.param_groups
+    (no_decay,) = [g for g in groups if g["weight_decay"] == 0]
+    assert [id(p) for p in no_decay["params"]] == [id(added)]
+    assert all(g["weight_decay"] == 0.1 for g in groups if g is not no_decay)
+    assert added.requires_grad and is_excluded_from_weight_decay(added)
+    assert not is_excluded_from_weight_decay(new[2].weight)
+    before_added, before_kept = added.detach().clone(), kept.detach().clone()
+    assert before_added.abs().min() > 0 and before_kept.abs().min() > 0
+    for param in new.parameters():
+        param.grad = torch.zeros_like(param)
+    session.optimizer.step()
+    assert torch.equal(added.detach(), before_added)
+    # Zero gradient: SGD moves an ordinary parameter by lr · weight_decay · itself only.
+    assert torch.allclose(kept.detach(), before_kept * (1 - 0.5 * 0.1), rtol=1e-6, atol=0)
+
+
+def test_output_pruning_keeps_an_added_bias_out_of_weight_decay() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(8, 16),
+        nn.ReLU(),
+        nn.Linear(16, 12, bias=False),
+        nn.BatchNorm1d(12),
+        nn.ReLU(),
+        nn.Linear(12, 4),
+    )
+    x = torch.randn(64, 8)
+    new, report = pcn_transform(model, [x], keep="d6", prune_outputs=True)
+    assert report.layers["6"].pruned == "3"
+    bias = new[3].bias  # added by the rewrite of 3, then sliced by pruning for 6
+    assert bias.shape == (6,) and new[3].weight.shape == (6, 6)
+    assert is_excluded_from_weight_decay(bias) and bias.requires_grad
+    assert undecayed(new, Recipe(epochs=1, weight_decay=0.1)) == {id(bias)}
+
+
+def test_fewer_samples_than_features_warns_and_is_recorded() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 40), nn.ReLU(), nn.Linear(40, 3)
+    ).double()
+    x = torch.randn(39, 4, dtype=torch.float64)
+    with pytest.warns(UserWarning) as caught:
+        _, report = pcn_transform(model, [x[:20], x[20:]], keep="d4")
+    assert [str(w.message) for w in caught] == [
+        "pcn: 4: the PCA saw 39 samples of an input 40 wide (fewer samples than features): "
+        "only the top 38 components are determined by the data, the rest are arbitrary "
+        "(k = 4); calibrate with more samples"
+    ]
+    rows = {row["name"]: row for row in report.layer_rows()}
+    assert (rows["2"]["samples"], rows["2"]["d"], rows["2"]["undersampled"]) == (39, 8, False)
+    assert (rows["4"]["samples"], rows["4"]["d"], rows["4"]["undersampled"]) == (39, 40, True)
+    # As many samples as features: n − 1 = d − 1 directions and their complement, all determined.
+    x = torch.randn(40, 4, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, report = pcn_transform(model, [x], keep="d4")
+    assert report.layers["4"].samples == 40 and not report.layers["4"].undersampled
+
+
+def test_conv_inputs_count_every_position_as_a_sample_for_the_warning() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 40, 1),
+        nn.ReLU(),
+        nn.Conv2d(40, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(2, 3, 3),  # one basis shared by nothing: its 2 channels are plenty
+    )
+    with pytest.warns(UserWarning) as caught:
+        _, report = pcn_transform(model, [torch.randn(2, 1, 4, 4)], keep="d2")
+    assert [str(w.message) for w in caught] == [
+        "pcn: 4: the PCA saw 32 samples of an input 40 wide (fewer samples than features): "
+        "only the top 31 components are determined by the data, the rest are arbitrary "
+        "(k = 2); calibrate with more samples"
+    ]
+    assert {name: (layer.samples, layer.undersampled) for name, layer in report.layers.items()} == {
+        "2": (2 * 4 * 4, False),
+        "4": (2 * 4 * 4, True),
+        "6": (2 * 4 * 4, False),
+    }
+
+
+# An independent PCN, straight from the method's description (docs/methods.md), in numpy and
+# plain torch ops: nothing from the plugin but the network it returns is compared against it.
+
+
+def layer_inputs(model: nn.Sequential, x: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The input of every conv/linear of a Sequential, by index."""
+    seen = {}
+    for index, module in enumerate(model):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            seen[index] = x
+        x = module(x)
+    return seen
+
+
+def reference_pcn(
+    model: nn.Sequential, calibration: torch.Tensor, k_of: Callable[[int], int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward pass of `model` with every conv/linear but the first rewritten at rank k."""
+    with torch.no_grad():
+        inputs = layer_inputs(model, calibration)
+    rewritten = {}
+    for index in sorted(inputs)[1:]:
+        module, x = model[index], inputs[index].numpy()
+        rows = x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1]) if x.ndim == 4 else x
+        mu = rows.mean(0)
+        values, vectors = np.linalg.eigh(np.cov(rows, rowvar=False))
+        v = vectors[:, np.argsort(values)[::-1][: k_of(rows.shape[1])]]
+        w = module.weight.detach().numpy()
+        b = np.zeros(w.shape[0]) if module.bias is None else module.bias.detach().numpy()
+        if w.ndim == 4:  # W·V at every kernel position, b + Σ_positions W·μ
+            new_w = np.einsum("ochw,ck->okhw", w, v)
+            new_b = b + np.einsum("ochw,c->o", w, mu)
+        else:
+            new_w, new_b = w @ v, b + w @ mu
+        rewritten[index] = tuple(torch.from_numpy(a.copy()) for a in (mu, v, new_w, new_b))
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        for index, module in enumerate(model):
+            if index not in rewritten:
+                x = module(x)
+                continue
+            mu, v, w, b = rewritten[index]
+            if isinstance(module, nn.Conv2d):
+                top, left = module.padding
+                padded = F.pad(x, (left, left, top, top))  # zero-pad the raw input
+                z = torch.einsum("nchw,ck->nkhw", padded - mu[:, None, None], v)
+                x = F.conv2d(z, w, b, stride=module.stride)
+            else:
+                x = (x - mu) @ v @ w.T + b
+        return x
+
+    return forward
+
+
+def small_convnet() -> nn.Sequential:
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 10, 3, padding=1, stride=2, bias=False),
+        nn.Tanh(),
+        nn.Conv2d(10, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 5),
+    )
+
+
+def small_mlp() -> nn.Sequential:
+    torch.manual_seed(4)
+    return nn.Sequential(
+        nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 24), nn.Tanh(), nn.Linear(24, 6)
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "shape", "keep", "k_of", "ks"),
+    [
+        (small_convnet, (3, 8, 8), "d3", lambda d: min(d, 3), [3, 3, 3]),
+        (small_mlp, (20,), "f0.5", lambda d: math.ceil(d / 2), [16, 12]),
+    ],
+    ids=["convnet_d3", "mlp_f0.5"],
+)
+def test_partial_rank_pcn_matches_an_independent_implementation(
+    build: Callable[[], nn.Sequential],
+    shape: tuple[int, ...],
+    keep: str,
+    k_of: Callable[[int], int],
+    ks: list[int],
+) -> None:
+    model = with_bn_statistics(build()).double().eval()
+    g = torch.Generator().manual_seed(5)
+    calibration = torch.randn(160, *shape, dtype=torch.float64, generator=g) + 0.3
+    x = torch.randn(12, *shape, dtype=torch.float64, generator=g)
+    new, report = pcn_transform(model, [calibration[:100], calibration[100:]], keep=keep)
+    assert [layer.k for layer in report.layers.values()] == ks
+    assert all(layer.k < layer.d for layer in report.layers.values())
+    expected = reference_pcn(model, calibration, k_of)
+    with torch.no_grad():
+        got, want, dense = new.eval()(x), expected(x), model(x)
+    assert relative_error(got, want) < 1e-10
+    assert relative_error(got, dense) > 1e-2  # partial rank: a different function

@@ -2,7 +2,8 @@
 
 Train the dense network for a few epochs, run PCA on the input of every hidden conv and linear
 layer over unaugmented calibration data, rewrite each layer to act on the top-k principal
-components of its input (fixed buffers μ and V), and keep training the smaller network.
+components of its input (fixed buffers: V and the folded offset −Vᵀμ), and keep training
+the smaller network.
 `pcn_transform` is the transform on its own; `PCN` is the method a suite runs.
 
 Modules: `keep` (how many components), `moments` (streaming covariance, PCA), `capture`

@@ -8,22 +8,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PCABasis", "PCAConv2d", "PCALinear", "rewrite", "unsupported"]
+from pcnbench.api import exclude_from_weight_decay
+
+__all__ = ["PCABasis", "PCAConv2d", "PCALinear", "inherit", "rewrite", "unsupported"]
 
 
 class PCABasis(nn.Module):
-    """The fixed basis of one layer input: mean `mu` (d,) and top-k eigenvectors `V` (d, k).
+    """The fixed basis of one layer input: top-k eigenvectors `V` (d, k) and offset −Vᵀμ (k,).
 
+    Built from the input's mean μ (d,) and `V`; the projection Vᵀ(x − μ) = Vᵀx − Vᵀμ is one
+    affine map, so the constant offset is folded here once and μ itself is not kept: at
+    inference the layer stores and uses V and the offset only (both counted in `params`).
     Buffers, not parameters: they are not trained. Layers that read the same input hold the
     same PCABasis object, so the tensors exist (and are counted) once, even after `.to()`.
     """
 
     def __init__(self, mu: torch.Tensor, basis: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("mu", mu)
         # Stored as the transpose of a contiguous (k, d) matrix: Vᵀ is then a ready-made
         # conv/linear weight, with no copy per forward pass.
         self.register_buffer("V", basis.T.contiguous().T)
+        # In the dtype given (pcn_transform passes float64, then converts the module).
+        self.register_buffer("offset", -(mu @ basis))
 
     @property
     def width(self) -> int:
@@ -36,8 +42,8 @@ class PCABasis(nn.Module):
         return self.V.shape[1]
 
     def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vᵀ (k, d) and the offset −Vᵀμ (k,): Vᵀ(x − μ) = Vᵀx − Vᵀμ as one affine map."""
-        return self.V.T.contiguous(), -(self.mu @ self.V)
+        """Vᵀ (k, d) and the offset −Vᵀμ (k,): weight and bias of the centering projection."""
+        return self.V.T.contiguous(), self.offset
 
     def extra_repr(self) -> str:
         """d and k."""
@@ -128,7 +134,11 @@ class PCALinear(nn.Module):
 def rewrite(
     module: nn.Conv2d | nn.Linear, basis: PCABasis, mu: torch.Tensor, v: torch.Tensor
 ) -> nn.Module:
-    """The PCA layer computing `module` on the basis (μ, V float64): W′ = W·V, b′ = b + ΣW·μ."""
+    """The PCA layer computing `module` on the basis (μ, V float64): W′ = W·V, b′ = b + ΣW·μ.
+
+    The new parameters keep the original's treatment: requires_grad, and a bias added where the
+    layer had none is kept out of weight decay (the layer had no bias to decay).
+    """
     weight = module.weight.detach().to(torch.float64)
     bias = module.bias.detach().to(torch.float64) if module.bias is not None else None
     bias = bias if bias is not None else weight.new_zeros(weight.shape[0])
@@ -146,9 +156,23 @@ def rewrite(
         )
     else:
         new = PCALinear(basis, (weight @ v).to(dtype), (bias + weight @ mu).to(dtype))
-    new.weight.requires_grad_(module.weight.requires_grad)
+    inherit(new.weight, module.weight)
+    if module.bias is None:
+        new.bias.requires_grad_(module.weight.requires_grad)
+        exclude_from_weight_decay(new.bias)
+    else:
+        inherit(new.bias, module.bias)
     new.train(module.training)
     return new
+
+
+def inherit(new: nn.Parameter, old: nn.Parameter) -> None:
+    """Give `new` the treatment of the parameter it replaces: requires_grad and its attributes.
+
+    Attributes carry marks such as `exclude_from_weight_decay`'s.
+    """
+    new.requires_grad_(old.requires_grad)
+    new.__dict__.update(old.__dict__)
 
 
 def unsupported(module: nn.Module) -> str | None:

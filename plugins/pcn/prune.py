@@ -11,7 +11,7 @@ from torch import nn
 
 from pcnbench.api import ParamError
 
-from .layers import PCABasis, unsupported
+from .layers import PCABasis, inherit, unsupported
 
 if TYPE_CHECKING:
     from .report import PCNReport
@@ -138,7 +138,9 @@ def _keep_rows(module: nn.Module, attr: str, index: torch.Tensor) -> None:
         return
     kept = tensor.detach()[index].clone()
     if isinstance(tensor, nn.Parameter):
-        setattr(module, attr, nn.Parameter(kept, requires_grad=tensor.requires_grad))
+        param = nn.Parameter(kept)
+        inherit(param, tensor)  # e.g. a bias PCN added stays out of weight decay
+        setattr(module, attr, param)
     else:
         setattr(module, attr, kept)
 
@@ -148,11 +150,12 @@ def prune_producers(
     graph: Any,
     original: Mapping[str, nn.Module],
     report: PCNReport,
-    bases: Mapping[str, torch.Tensor],
+    bases: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
 ) -> None:
     """Remove output channels of each transformed layer's producer, as the official code does.
 
-    `original` maps names to the modules as traced (before the rewrite).
+    `original` maps names to the modules as traced (before the rewrite), `bases` each
+    transformed layer's μ and V (float64).
     The producer keeps the k channels whose rows of V have the largest L1 norm; μ and V keep
     those rows. b′ keeps the removed channels' mean contribution (exact for constant
     channels, such as dead ReLUs; the official code drops it).
@@ -162,7 +165,7 @@ def prune_producers(
         producer, chain = _producer(graph, original, name)
         plans.append((name, layer, producer, chain))
     for name, layer, producer, chain in plans:
-        v = bases[name]
+        mu, v = bases[name]
         width = _outputs(model.get_submodule(producer))
         if width != layer.d:
             raise ParamError(
@@ -187,7 +190,8 @@ def prune_producers(
                 module.num_features = layer.k
         target = model.get_submodule(name)
         old = target.basis
-        target.basis = PCABasis(old.mu[device_index].clone(), old.V[device_index].clone())
+        # The offset −Vᵀμ over the kept rows only: b′ keeps the removed channels' part.
+        target.basis = PCABasis(mu[index], v[index]).to(old.V.device, old.V.dtype)
         layer.inputs_kept = layer.k
         layer.pruned = producer
 

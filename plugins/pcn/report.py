@@ -21,6 +21,7 @@ class LayerReport:
     rule: str  # the keep rule that decided k (shared inputs: the one asking for most)
     basis: str  # the layer whose input defined the basis (itself unless shared)
     samples: int  # rows the PCA saw: samples, times positions for conv inputs
+    undersampled: bool = False  # samples < d: components past the first samples − 1 arbitrary
     inputs_kept: int | None = None  # with prune_outputs: input channels left after pruning
     pruned: str | None = None  # with prune_outputs: the layer whose outputs were pruned
 

@@ -100,7 +100,7 @@ def pcn_transform(
             warnings.warn(f"pcn: leaving {name} untransformed: called more than once", stacklevel=2)
             skipped[name] = f"called {calls[name]} times per forward pass"
     report = PCNReport()
-    bases: dict[str, torch.Tensor] = {}  # each layer's V (float64), for output pruning
+    bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # μ, V (float64): output pruning
     for group, conv, moments in zip(state.groups, state.kinds, state.moments, strict=True):
         members = [name for name in group if name not in skipped]
         if not members:
@@ -111,12 +111,22 @@ def pcn_transform(
         k, rule = max((choose_k(rules[n], spectrum), rules[n].text) for n in members)
         v = vectors[:, :k].contiguous()
         reference = modules[members[0]].weight
-        basis = PCABasis(
-            mu.to(reference.device, reference.dtype), v.to(reference.device, reference.dtype)
-        )
+        # The offset −Vᵀμ is computed in float64, then stored in the layer's dtype.
+        basis = PCABasis(mu, v).to(reference.device, reference.dtype)
+        # n samples span at most n − 1 centered directions: with fewer samples than features,
+        # the covariance's null space has two or more dimensions and any basis of it is as good.
+        undersampled = moments.n < len(mu)
+        if undersampled:
+            warnings.warn(
+                f"pcn: {', '.join(members)}: the PCA saw {moments.n} samples of an input "
+                f"{len(mu)} wide (fewer samples than features): only the top {moments.n - 1} "
+                f"components are determined by the data, the rest are arbitrary (k = {k}); "
+                "calibrate with more samples",
+                stacklevel=2,
+            )
         for name in members:
             _set_module(work, name, rewrite(modules[name], basis, mu, v))
-            bases[name] = v
+            bases[name] = (mu, v)
             report.layers[name] = LayerReport(
                 name=name,
                 kind="conv" if conv else "linear",
@@ -127,6 +137,7 @@ def pcn_transform(
                 rule=rule,
                 basis=members[0],
                 samples=moments.n,
+                undersampled=undersampled,
             )
     report.layers = {n: report.layers[n] for n in names if n in report.layers}
     report.skipped = {n: skipped[n] for n in names if n in skipped}
