@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pcnbench.errors import PcnbenchError
 from pcnbench.masks import masked_parameters
 
-__all__ = ["count_macs", "count_params", "counted_tensors"]
+__all__ = ["check_countable", "count_macs", "count_params", "counted_tensors"]
 
 # Training-only state of normalization layers: not needed once the statistics are folded in.
 _RUNNING_STATS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
@@ -31,14 +33,60 @@ def counted_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 def count_params(model: nn.Module) -> int:
     """Parameters and buffers needed at inference, without normalization running stats or masks.
 
-    A masked weight (see `pcnbench.masks`) counts only its nonzero entries.
+    A masked weight (see `pcnbench.masks`) counts the entries its mask keeps, whatever they
+    hold (`check_countable` makes sure the removed ones are zero).
     """
-    masked = {id(m.param): m for m in masked_parameters(model)}
+    masks = {id(m.param): m.mask for m in masked_parameters(model)}
     total = 0
     for tensor in counted_tensors(model).values():
-        m = masked.get(id(tensor))
-        total += int((m.param * m.mask).count_nonzero()) if m is not None else tensor.numel()
+        mask = masks.get(id(tensor))
+        total += int(mask.count_nonzero()) if mask is not None else tensor.numel()
     return total
+
+
+def _read(scalars: list[torch.Tensor]) -> list[Any]:
+    """The values of 0-d tensors of one dtype, read with one transfer per device."""
+    values: list[Any] = [None] * len(scalars)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, scalar in enumerate(scalars):
+        by_device.setdefault(scalar.device, []).append(i)
+    for indices in by_device.values():
+        read = torch.stack([scalars[i] for i in indices]).tolist()
+        for i, value in zip(indices, read, strict=True):
+            values[i] = value
+    return values
+
+
+def check_countable(model: nn.Module) -> None:
+    """Raise PcnbenchError unless every tensor is finite and every masked-off weight is zero.
+
+    Counts come from the masks and the evaluation from the weights: both describe the same
+    network only when the weights a mask removes hold exactly 0 (torch.nn.utils.prune's
+    `weight_orig` is exempt: its forward multiplies by the mask).
+    """
+    tensors = [("parameter", name, t) for name, t in model.named_parameters()]
+    tensors += [("buffer", name, t) for name, t in model.named_buffers()]
+    tensors = [(kind, name, t) for kind, name, t in tensors if t.is_floating_point()]
+    masked = [m for m in masked_parameters(model) if not m.param_name.endswith("_orig")]
+    finite = _read([torch.isfinite(t).all() for _, _, t in tensors])
+    for (kind, name, t), ok in zip(tensors, finite, strict=True):
+        if not ok:
+            n = int((~torch.isfinite(t)).count_nonzero())
+            raise PcnbenchError(
+                f"cannot record: {kind} {name} holds nan/inf ({n:,} of {t.numel():,} values);"
+                " the training diverged or the method wrote them"
+            )
+    off_mask = _read([((m.param != 0) & (m.mask == 0)).count_nonzero() for m in masked])
+    for m, off in zip(masked, off_mask, strict=True):
+        if off:
+            name = f"{m.module_name}.{m.param_name}" if m.module_name else m.param_name
+            removed = int((m.mask == 0).count_nonzero())
+            raise PcnbenchError(
+                f"cannot record: {name} holds {off:,} nonzero weights at the {removed:,}"
+                " positions its mask removes, so the counts (taken from the mask) would not"
+                " describe the network evaluated; re-apply the masks after every optimizer step"
+                " (session.add_step_hook(pcnbench.api.MaskEnforcer(session)))"
+            )
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:

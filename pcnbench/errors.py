@@ -52,3 +52,7 @@ class PluginError(PcnbenchError):
 
 class DatasetMissingError(PcnbenchError):
     """A dataset is not on disk and downloading was not asked for."""
+
+
+class DivergedError(PcnbenchError):
+    """Training produced a non-finite loss: the cell stops and is stored as failed."""

@@ -3,8 +3,9 @@
 A parameter ``P`` of a module is *masked* when the module has a buffer ``P_mask`` of the same
 shape (``weight`` → ``weight_mask``; torch.nn.utils.prune's ``weight_orig`` → ``weight_mask``).
 A method keeps masked weights at exactly zero by re-applying the mask after every optimizer
-step (a `Session.add_step_hook`), so the layer runs unchanged (dense kernels) and counting can
-see which weights remain.
+step (a `Session.add_step_hook`), so the layer runs unchanged (dense kernels). Counting reads
+which weights remain from the mask, never from the weights (a nan times 0 is not 0), and
+`Session.record` refuses a model whose removed weights are not exactly zero.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def set_mask(module: nn.Module, param_name: str, mask: torch.Tensor) -> None:
 
 
 def mask_density(model: nn.Module) -> float | None:
-    """Fraction of masked weights that remain (None when nothing is masked)."""
+    """Fraction of masked weights that remain, read from the masks (None when none is masked)."""
     kept = total = 0
     for m in masked_parameters(model):
         kept += int(m.mask.count_nonzero())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from pcnbench.api import TensorSplits
 from pcnbench.counting import count_macs, count_params
-from pcnbench.masks import mask_density, masked_parameters, set_mask
+from pcnbench.errors import PcnbenchError
+from pcnbench.masks import MaskEnforcer, mask_density, masked_parameters, set_mask
 from pcnbench.recipe import Recipe
 from pcnbench.session import Session
 
@@ -65,3 +67,31 @@ def test_step_hook_keeps_pruned_weights_zero_through_momentum_and_weight_decay()
     assert row["density"] == int(mask.sum()) / mask.numel()
     assert row["compression"] == row["dense_params"] / row["params"] > 1
     assert row["speedup"] == row["dense_macs"] / row["macs"] > 1
+
+
+def test_record_refuses_removed_weights_that_no_step_hook_keeps_at_zero():
+    x = torch.rand(64, 1, 6, 6)
+    y = torch.randint(0, 3, (64,))
+    data = TensorSplits(x, y, x[:16], y[:16], (0.5,), (0.25,))
+    recipe = Recipe(
+        epochs=2, batch_size=16, weight_decay=0.01, optimizer={"lr": 0.1, "momentum": 0.9}
+    )
+    session = Session(net(), data, recipe, seed=0)
+    session.train(until="2it")  # momentum buffers exist for every weight
+    mask = torch.ones(3, 144)
+    mask[:, :100] = 0
+    set_mask(session.model[2], "weight", mask)  # zeroes them once; no step hook re-applies it
+    assert count_params(session.model) == count_params(net()) - 300
+    session.train(until="4it")  # momentum moves every removed weight off zero
+    weight = session.model[2].weight
+    assert int(torch.count_nonzero(weight[mask == 0])) == 300
+    with pytest.raises(PcnbenchError) as raised:
+        session.record()
+    message = str(raised.value)
+    assert message.startswith(
+        "cannot record: 2.weight holds 300 nonzero weights at the 300 positions its mask removes"
+    )
+    assert "pcnbench.api.MaskEnforcer" in message and session.results == []
+    enforce = MaskEnforcer(session)
+    enforce()  # what the missing step hook would have done
+    assert session.record()["params"] == count_params(net()) - 300

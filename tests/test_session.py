@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import math
+import re
+import sqlite3
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+import pcnbench.session as session_module
 from pcnbench.api import FolderSplits, TensorSplits
 from pcnbench.counting import count_macs, count_params
+from pcnbench.errors import DivergedError, PcnbenchError
 from pcnbench.recipe import Recipe
 from pcnbench.schedule import lr_at
 from pcnbench.session import EpochRecord, Session
+from tests.conftest import BASE_SUITE
 
 
 def image_splits(n: int = 40, seed: int = 0) -> TensorSplits:
@@ -386,3 +393,128 @@ def test_step_hooks_see_the_step_just_taken() -> None:
     s.add_step_hook(lambda: seen.append(s.step))
     s.train()
     assert seen == [1, 2, 3]
+
+
+def poison(s: Session, at_step: int, value: float = math.nan) -> None:
+    """After optimizer step `at_step`, write `value` into the classifier's bias of class 0."""
+    fill = torch.full((1,), value, device=s.device)  # made now: on CUDA, a copy would sync
+
+    def hook() -> None:
+        if s.step == at_step:
+            with torch.no_grad():
+                s.model[5].bias[:1].copy_(fill)
+
+    s.add_step_hook(hook)
+
+
+def test_a_nan_loss_stops_training_naming_its_epoch_and_step(monkeypatch) -> None:
+    losses: list[float] = []
+
+    def cross_entropy(out: torch.Tensor, y: torch.Tensor, **kwargs: str) -> torch.Tensor:
+        loss = F.cross_entropy(out, y, **kwargs)
+        if not kwargs:  # a training step (evaluation sums)
+            losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(session_module, "F", SimpleNamespace(cross_entropy=cross_entropy))
+    s = session(optimizer={"name": "sgd", "lr": 1e6, "momentum": 0.9})
+    with pytest.raises(DivergedError) as raised:
+        s.train()
+    first = next(i for i, loss in enumerate(losses) if not math.isfinite(loss))
+    step = first + 1  # optimizer steps count from 1
+    assert step > 1 and math.isnan(losses[first])
+    epoch = (step - 1) // s.steps_per_epoch + 1
+    assert str(raised.value) == f"diverged: loss is nan at epoch {epoch}, step {step}"
+    assert [r.epoch for r in s.records] == list(range(1, epoch))  # no record of that epoch
+    # the epoch is trained to its end (finding out would wait for the GPU every step)
+    assert s.step == epoch * s.steps_per_epoch == len(losses)
+
+
+def test_divergence_in_an_earlier_piece_of_the_epoch_is_named_at_its_end() -> None:
+    s = session()  # 3 steps per epoch
+    poison(s, at_step=4)  # the loss of step 5, in epoch 2, is the first nan
+    s.train(until="5it")  # ends inside epoch 2: nothing is read yet
+    assert s.step == 5
+    with pytest.raises(DivergedError, match=r"^diverged: loss is nan at epoch 2, step 5$"):
+        s.train(until="6it")
+    assert [r.epoch for r in s.records] == [1]
+
+
+def test_the_first_nan_step_travels_with_a_stored_mid_epoch_state() -> None:
+    s = session()
+    poison(s, at_step=4)
+    s.train(until="5it")
+    stored = s._capture().cpu()  # what a checkpoint or a trunk state writes
+    resumed = session()
+    resumed._apply(stored.to(resumed.device))
+    with pytest.raises(DivergedError, match=r"^diverged: loss is nan at epoch 2, step 5$"):
+        resumed.train(until="6it")
+
+
+def test_an_infinite_loss_is_named_inf() -> None:
+    s = session(optimizer={"name": "sgd", "lr": 0.05})
+    poison(s, at_step=4, value=-math.inf)  # class 0 gets probability 0: its samples cost inf
+    with pytest.raises(DivergedError, match=r"^diverged: loss is inf at epoch 2, step 5$"):
+        s.train()
+
+
+def test_a_diverged_cell_is_failed_with_the_message_and_the_rest_of_the_suite_runs(
+    host, write_suite, tmp_path, capsys
+) -> None:
+    from pcnbench.cli import main
+
+    # magnitude fine-tunes its third epoch at lr 1e20 (at 1e6 this net's loss stays finite);
+    # dense trains at the recipe's lr 0.1
+    text = BASE_SUITE.replace(
+        "  - dense",
+        "  - dense\n  - name: magnitude\n"
+        "    params: {sparsity: 0.5, finetune_epochs: 1, finetune_lr: 1e20}",
+    )
+    out = tmp_path / "out"
+    argv = ["run", str(write_suite(text)), "--output", str(out), "--quiet", "--no-report"]
+    assert main(argv) == 1
+    assert "1 trained, 0 already done, 1 failed" in capsys.readouterr().out
+    with sqlite3.connect(out / "results.db") as db:
+        cells = {
+            m: (status, error)
+            for m, status, error in db.execute("SELECT method, status, error FROM cells")
+        }
+    assert cells["dense"] == ("done", None)
+    status, error = cells["magnitude"]
+    found = re.fullmatch(r"diverged: loss is (nan|inf) at epoch 3, step (\d+)", error)
+    assert status == "failed" and found, error
+    assert 9 <= int(found[2]) <= 12  # 4 steps per epoch: epoch 3 is steps 9-12
+
+
+def test_record_refuses_non_finite_parameters_and_buffers() -> None:
+    s = session(epochs=1)
+    s.train()
+    with torch.no_grad():
+        s.model[5].weight[2, :3] = math.nan
+    with pytest.raises(
+        PcnbenchError, match=r"^cannot record: parameter 5\.weight holds nan/inf \(3 of 576 "
+    ):
+        s.record()
+    with torch.no_grad():
+        s.model[5].weight.zero_()
+        s.model[1].running_var[1] = math.inf
+    with pytest.raises(PcnbenchError, match=r"buffer 1\.running_var holds nan/inf \(1 of 4 "):
+        s.record()
+    assert s.results == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_divergence_is_found_without_waiting_for_the_gpu_each_step() -> None:
+    s = Session(convnet(), image_splits(), recipe(), seed=7, device="cuda")
+    s.train(until=1)
+    poison(s, at_step=4)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        s.train(until="5it")  # diverges inside epoch 2: still nothing may read the GPU
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with pytest.raises(DivergedError, match=r"^diverged: loss is nan at epoch 2, step 5$"):
+        s.train()
+    with pytest.raises(PcnbenchError, match=r"^cannot record: parameter 0\.weight holds nan/inf"):
+        s.record()
