@@ -3,13 +3,30 @@ and what running one cell produced."""
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from pcnbench.cells import Cell
 
-__all__ = ["CellQueue", "Job", "Outcome", "WorkerConfig"]
+__all__ = ["CellQueue", "Job", "Outcome", "WorkerConfig", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _omp_threads() -> int:
+    """OMP_NUM_THREADS as a positive count; 0 where it is unset or not one."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -24,9 +41,19 @@ class WorkerConfig:
     meter_options: tuple[tuple[str, Any], ...] = ()  # the suite's metering.options
     share: bool = True  # reuse the shared dense trunk
     checkpoint_every_s: float | None = 60.0  # None: no cell checkpoints
-    threads: int = 0  # torch CPU threads per process (0: leave torch's default)
+    threads: int = 0  # torch CPU threads per process (--threads); 0: the default, `threads_for`
     # plugins registered in code: (name, importable reference, or None where there is none)
     plugins_in_code: tuple[tuple[str, str | None], ...] = ()
+
+    def threads_for(self, processes: int = 1) -> int:
+        """Torch threads for each of `processes` processes running cells at once here.
+
+        `threads` when set (--threads); else OMP_NUM_THREADS where set; else the cores this
+        process may use, divided among the processes (at least 1 each).
+        """
+        if self.threads > 0:
+            return self.threads
+        return _omp_threads() or max(1, usable_cores() // max(1, processes))
 
 
 @dataclass

@@ -16,14 +16,100 @@ from typing import Any
 from pcnbench import execution
 from pcnbench.cells import Cell, select
 from pcnbench.errors import PcnbenchError
-from pcnbench.jobs import Job, Outcome, WorkerConfig
+from pcnbench.jobs import Job, Outcome, WorkerConfig, usable_cores
 from pcnbench.lock import OutputLock
 from pcnbench.manager import PluginHost
 from pcnbench.provenance import environment
 from pcnbench.store import Store
 from pcnbench.suite import LoadedSuite
 
-__all__ = ["RunSummary", "Runner"]
+__all__ = ["MachineLoad", "RunSummary", "Runner", "machine_load"]
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """How busy the machine is as a run starts, and whether the run oversubscribes it."""
+
+    load_1m: float | None  # the 1-minute load average (None where the OS has none)
+    running: int | None  # other tasks running right now (None where the OS does not say)
+    cores: int  # the machine's cores (the load counts the whole machine)
+    usable_cores: int  # the cores this process may run on
+    threads: int  # torch threads per cell process
+    processes: int  # cell processes at once (the local executor's --jobs)
+
+    def reasons(self) -> list[str]:
+        """Why the run oversubscribes the machine (empty: it does not)."""
+        ours = self.threads * self.processes
+        why = []
+        if self.load_1m is not None and self.load_1m > self.cores:
+            why.append(f"load average {self.load_1m:.1f} on {self.cores} cores")
+        if self.running is not None and self.running + ours > self.cores:
+            why.append(
+                f"{self.running} other task{'s' if self.running != 1 else ''} running beside "
+                f"{ours} torch thread{'s' if ours != 1 else ''} on {self.cores} cores"
+            )
+        if ours > self.usable_cores:
+            why.append(
+                f"{self.processes} process{'es' if self.processes > 1 else ''} × {self.threads}"
+                f" torch threads on {self.usable_cores} usable cores"
+            )
+        return why
+
+    @property
+    def oversubscribed(self) -> bool:
+        """More runnable work than cores: the load average above the cores, the tasks running
+        now plus this run's threads above them, or more threads than this process may use."""
+        return bool(self.reasons())
+
+    def warning(self) -> str | None:
+        """One line saying the machine is oversubscribed and what that does (None if not)."""
+        why = self.reasons()
+        if not why:
+            return None
+        return (
+            f"warning: the machine is oversubscribed ({'; '.join(why)}): training times and "
+            "absolute latencies are unreliable; latency ratios are timed against dense in the "
+            "same window and flagged when noisy (--threads 1 may help)"
+        )
+
+    def as_environment(self) -> dict[str, Any]:
+        """The figures for the run's stored environment."""
+        return {
+            "load_avg_1m": self.load_1m,
+            "running_tasks": self.running,
+            "usable_cores": self.usable_cores,
+            "cell_threads": self.threads,
+            "cell_processes": self.processes,
+            "oversubscribed": self.oversubscribed,
+        }
+
+
+def _running_now(samples: int = 9, interval_s: float = 0.01) -> int | None:
+    """Tasks running on the machine besides the caller: the median of a few reads of Linux's
+    procs_running (the load average trails by a minute); None where there is none."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                line = next((ln for ln in stat if ln.startswith("procs_running")), None)
+        except OSError:
+            return None
+        if line is None:
+            return None
+        counts.append(max(0, int(line.split()[1]) - 1))  # less the caller, reading it
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return sorted(counts)[len(counts) // 2]
+
+
+def machine_load(threads: int, processes: int = 1) -> MachineLoad:
+    """The machine's load now, for a run of `processes` cell processes × `threads` threads."""
+    try:
+        load: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    cores = os.cpu_count() or 1
+    return MachineLoad(load, _running_now(), cores, usable_cores(), threads, processes)
 
 
 @dataclass
@@ -55,9 +141,12 @@ class Runner:
         jobs: int | None = None,
         executor: str | None = None,
         address: str | None = None,
+        threads: int | None = None,
     ) -> None:
         if jobs is not None and jobs < 1:
             raise PcnbenchError(f"--jobs must be ≥ 1 (got {jobs})")
+        if threads is not None and threads < 1:
+            raise PcnbenchError(f"--threads must be ≥ 1 (got {threads})")
         self.loaded = loaded
         self.host = host
         self.output = loaded.output_dir(output)
@@ -69,6 +158,8 @@ class Runner:
         self.jobs = jobs  # None: the suite's executor.jobs
         self.executor_name = executor or loaded.suite.executor.name
         self.address = address
+        self.threads = threads  # torch threads per cell process; None: threads_for's default
+        self._load: MachineLoad | None = None
 
     def plan(self, only: str | None = None, force: bool = False) -> tuple[list[Cell], list[Cell]]:
         """(selected cells, those of them that will train) given stored statuses."""
@@ -103,8 +194,19 @@ class Runner:
             meter_options=tuple(sorted(suite.metering.options.items())),
             share=self.share,
             checkpoint_every_s=suite.checkpoints.every_s if suite.checkpoints.enabled else None,
+            threads=self.threads or 0,
             plugins_in_code=tuple(self.host.in_code.items()),
         )
+
+    def load(self, only: str | None = None, force: bool = False) -> MachineLoad:
+        """The machine's load as this run starts (read once, the first time it is asked for)."""
+        if self._load is None:
+            job = self.job(self.plan(only, force)[1])
+            processes = (
+                max(1, min(job.jobs, len(job.cells))) if self.executor_name == "local" else 1
+            )
+            self._load = machine_load(job.config.threads_for(processes), processes)
+        return self._load
 
     def job(self, todo: list[Cell]) -> Job:
         """The run as an executor sees it: the cells, the process settings, the suite's knobs.
@@ -150,13 +252,15 @@ class Runner:
             # a context this process builds (the executor may run cells here) uses our plugins
             execution.provide_host(job.config, self.host)
             store = Store(self.output / "results.db")
+            env = environment(self.loaded.file)
+            env.update(self.load(only, force).as_environment())
             run_id = store.begin_run(
                 self.loaded.name,
                 self.loaded.file,
                 self.loaded.sha256,
                 self.loaded.text,
                 self.argv,
-                environment(self.loaded.file),
+                env,
             )
             driver = _Driver(self, store, run_id, job.cells, summary)
             status = "done"

@@ -352,7 +352,7 @@ def test_cell_estimates_are_apportioned_to_results_by_training_time():
     assert kept["train_energy_j_est"] == 7.0  # a phase-level estimate is never overwritten
 
 
-def test_inference_is_measured_once_per_architecture_and_leaves_the_rng_alone():
+def test_inference_is_measured_once_per_architecture_pair_and_leaves_the_rng_alone():
     from torch import nn
 
     from pcnbench.inference import measure_inference
@@ -361,19 +361,22 @@ def test_inference_is_measured_once_per_architecture_and_leaves_the_rng_alone():
         return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 3))
 
     torch.manual_seed(0)
-    model = mlp(16)
+    model, dense = mlp(16), mlp(16)
     state = torch.get_rng_state()
-    first = measure_inference(model, (8,), 4, "cpu")
+    first = measure_inference(model, (8,), 4, "cpu", dense=dense)
     assert torch.equal(torch.get_rng_state(), state)  # measuring draws from its own generator
     assert first["latency_ms"] > 0 and "earlier result" not in first["inference_method"]
     masked = mlp(16)
     masked[0].register_buffer("weight_mask", torch.zeros_like(masked[0].weight))
-    again = measure_inference(masked, (8,), 4, "cpu")
+    again = measure_inference(masked, (8,), 4, "cpu", dense=dense)
+    assert again["latency_ratio"] == first["latency_ratio"]
     assert again["latency_ms"] == first["latency_ms"]
     assert again["inference_method"].endswith(
-        "(the figures of an earlier result with this architecture)"
+        "(the figures of an earlier result with these architectures)"
     )
-    other = measure_inference(mlp(32), (8,), 4, "cpu")
+    other = measure_inference(mlp(32), (8,), 4, "cpu", dense=dense)
     assert "earlier result" not in other["inference_method"]
-    bigger_batch = measure_inference(mlp(16), (8,), 8, "cpu")
+    bigger_batch = measure_inference(mlp(16), (8,), 8, "cpu", dense=dense)
     assert "earlier result" not in bigger_batch["inference_method"]
+    other_parent = measure_inference(mlp(16), (8,), 4, "cpu", dense=mlp(32))
+    assert "earlier result" not in other_parent["inference_method"]

@@ -55,8 +55,8 @@ class LocalExecutor(Executor):
             device = job.config.device
             on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
             gpus = torch.cuda.device_count() if on_cuda else 0
-            # divide the cores so the workers do not oversubscribe them
-            threads = max(1, (os.cpu_count() or 1) // workers)
+            # --threads each, or the usable cores divided so the workers do not oversubscribe
+            threads = job.config.threads_for(workers)
             LocalPool(replace(job.config, threads=threads), workers, gpus).run(job, events)
             return
         device = prepare_process(job.config)

@@ -41,6 +41,13 @@ COSTS = [
     ("macs", "Inference MACs per sample", "inference MACs", False),
     ("train_energy_j", "Training energy (J)", "training energy", True),
     ("train_time_s", "Training time (s)", "training time", True),
+    # measured latency as the paired ratio against dense (absolute figures follow the load)
+    (
+        "latency_ratio",
+        "Latency relative to dense (paired, median of reduced / dense)",
+        "measured latency",
+        True,
+    ),
 ]
 
 
@@ -72,6 +79,8 @@ def _pareto_skips(points: list[tuple[ModelGroup, Point]]) -> dict[str, str]:
         if any(_point_cost(p, key).notna().all() for _, p in points):
             continue
         why = "no values"
+        if key == "latency_ratio":
+            why = "not measured (metering off, or results stored before paired latency)"
         if key == "train_energy_j":
             why = "unmetered"
             reasons = {r for _, p in points for r in p.energy_reasons()}
@@ -105,6 +114,8 @@ def _pareto_figure(
         xerr.append((low, high))
         yerr.append(float(acc.std(ddof=1)) if len(acc) > 1 else 0.0)
         estimated = key == "train_energy_j" and point.values("train_energy_j").isna().any()
+        if key == "latency_ratio":  # hollow: a ratio too noisy to compare
+            estimated = bool((point.values("latency_noisy").fillna(0) > 0).any())
         styles.append((group, point, estimated))
     # Hollow markers tell estimates from measurements, where a figure holds both.
     mixed = len({estimated for _, _, estimated in styles}) > 1
@@ -167,6 +178,10 @@ def _pareto_figure(
     logx = log_if_wide(ax, "x", xs)
     if key == "train_energy_j":
         label = _energy_axis_label([p for _, p, _ in styles])
+    if key == "latency_ratio" and mixed:
+        label += "; hollow markers: noisy"
+    elif key == "latency_ratio" and styles and styles[0][2]:
+        label += "; all noisy"
     ax.set_xlabel(label + (", log scale" if logx else ""))
     ax.set_ylabel("Test accuracy (%)")
     ax.set_title(f"{dataset}: test accuracy against {title}")
