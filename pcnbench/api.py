@@ -99,7 +99,8 @@ def run_cell(
     The process keeps one context per `config` (plugins, device, meters, the dataset last
     loaded), built on first use, so later cells in the same process start at once.
     `on_progress(step, total)` is called as training advances. Never raises for a failing
-    cell: the outcome says "failed" with the traceback. KeyboardInterrupt propagates.
+    cell: the outcome says "failed" with the error (a PcnbenchError's message, else the
+    traceback). KeyboardInterrupt propagates.
     """
     from pcnbench.execution import run_cell as run
 

@@ -61,8 +61,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _missing(value: Any) -> bool:
+    """Whether a results cell holds nothing: None, NaN, or pandas' NA (of an Int64 column)."""
+    from pandas import NA
+
+    return value is None or value is NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _fmt(value: Any, column: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "—"
     if column in ("params", "macs", "dense_params", "dense_macs"):
         return f"{int(value):,}"
@@ -113,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         executor=args.executor,
         address=args.address,
+        threads=args.threads,
     )
     if args.dry_run:
         cells, todo = runner.plan(args.only, args.force)
@@ -121,6 +129,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not select(loaded.cells, args.only):
         raise SuiteError(f"--only {args.only!r} matches no cell", file=loaded.file)
+    warning = runner.load(args.only, args.force).warning()
+    if warning:  # said once, as the run starts; the run's environment records it too
+        print(warning, file=sys.stderr)
     with Progress(
         TextColumn("{task.description}", markup=False),
         BarColumn(),
@@ -205,7 +216,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def _markdown(frame: Any) -> str:
     def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if _missing(v):
             return ""
         return str(v).replace("|", "\\|").replace("\n", " ")
 
@@ -324,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--address",
         metavar="ADDR",
         help="ray: join this cluster (e.g. auto, or ray://head:10001) instead of starting Ray",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads per cell process (default: OMP_NUM_THREADS, else the cores "
+        "this process may use, divided among --jobs workers)",
     )
     run.add_argument(
         "--no-share",

@@ -172,8 +172,9 @@ class CellContext:
 
         if config.cwd and os.path.isdir(config.cwd) and os.getcwd() != config.cwd:
             os.chdir(config.cwd)
-        if config.threads > 0:
-            torch.set_num_threads(config.threads)
+        # --threads, else OMP_NUM_THREADS, else the cores this process may use (a local pool
+        # passes each worker its share in `threads`)
+        torch.set_num_threads(config.threads_for())
         if host is None:
             host = load_plugins(_rebuilt(config))
         self.config = config
@@ -272,7 +273,10 @@ class CellContext:
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            message = str(exc) if isinstance(exc, _DataUnavailableError) else traceback.format_exc()
+            # pcnbench's own errors (a diverged training, a model it cannot record) say what
+            # went wrong in words; anything else is a bug somewhere and keeps its traceback
+            plain = isinstance(exc, (_DataUnavailableError, PcnbenchError))
+            message = str(exc) if plain else traceback.format_exc()
             return Outcome("failed", error=message, wall_time_s=time.perf_counter() - started)
         return Outcome(
             "done",

@@ -17,8 +17,9 @@ from torch import nn
 
 from pcnbench.checkpoint import CellCheckpoint, Replay
 from pcnbench.contracts import FolderSplits, Meter, TensorSplits
-from pcnbench.counting import count_macs, count_params
+from pcnbench.counting import check_countable, count_macs, count_params
 from pcnbench.data import make_source
+from pcnbench.errors import DivergedError
 from pcnbench.inference import measure_inference
 from pcnbench.masks import mask_density
 from pcnbench.metering import MeterSet, energy_columns
@@ -34,6 +35,33 @@ from pcnbench.trunk import TrunkCache, TrunkPoint, TrunkTracker
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 __all__ = ["Session", "Snapshot"]
+
+
+def _fold_losses(total: torch.Tensor, losses: list[torch.Tensor], first: int) -> torch.Tensor:
+    """An epoch tally's loss sum after a piece of it (batches `first`, ...), without a sync.
+
+    Cross-entropy is never negative, so a negative sum is free to mark a divergence: from the
+    first non-finite loss (or running sum) on, the tally holds -2(b + 1) for batch b of the
+    epoch, minus 1 more when it was inf rather than nan; the epoch's end reads it.
+    """
+    if not losses:
+        return total
+    running = total + torch.stack(losses).cumsum(0)
+    bad = ~torch.isfinite(running)
+    batch = bad.int().argmax()  # the first non-finite one (0 when none is)
+    inf = running.index_select(0, batch.reshape(1)).isinf().squeeze(0)
+    marker = (-2 * (first + batch + 1) - inf.int()).to(running.dtype)
+    return torch.where(total < 0, total, torch.where(bad.any(), marker, running[-1]))
+
+
+def _divergence(loss_sum: float, epoch: int, steps_per_epoch: int) -> str:
+    """The message for an epoch whose tally `_fold_losses` marked (0-based `epoch`)."""
+    if not loss_sum < 0:  # nan or inf without a marker: a tally from before markers existed
+        return f"diverged: loss is {loss_sum} at epoch {epoch + 1}"
+    code = round(-loss_sum)
+    kind = "inf" if code % 2 else "nan"
+    step = epoch * steps_per_epoch + code // 2  # the optimizer step, counted from 1
+    return f"diverged: loss is {kind} at epoch {epoch + 1}, step {step}"
 
 
 @dataclass(frozen=True)
@@ -112,6 +140,13 @@ class Session:
         self.model = model
         self.dense_params: int = count_params(self._model)
         self.dense_macs: int = count_macs(self._model, self.input_shape)
+        # The dense parent as the session got it, to time every result against (interleaved,
+        # see pcnbench.inference): an architecture copy, so one more model in memory while the
+        # session lives, and only when measuring. Its weights are the initial ones: weight
+        # values do not change what dense kernels do.
+        self._dense_model: nn.Module | None = None
+        if measure_inference:
+            self._dense_model = copy.deepcopy(self._model).eval().requires_grad_(False)
         self._trunk.start(self)
 
     @property
@@ -329,7 +364,7 @@ class Session:
         every = max(1, total // 100)
         # Without a listener the progress check never fires: one int compare per step.
         next_report = (step // every + 1) * every if on_progress is not None else -1
-        loss_sum = torch.zeros((), device=self.device)
+        losses: list[torch.Tensor] = []
         model.train()
         for x, y in self._source.batches(epoch, first, last):
             lr = self.lr_at(step)
@@ -341,8 +376,8 @@ class Session:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            # Accumulated on the device: reading it here would wait for the GPU every step.
-            loss_sum += loss.detach()
+            # Kept on the device: reading it here would wait for the GPU every step.
+            losses.append(loss.detach())
             step += 1
             self._step = step
             self._steps_trained += 1
@@ -360,7 +395,7 @@ class Session:
         tally = EpochTally(
             epoch,
             last,
-            tally.loss_sum + loss_sum,
+            _fold_losses(tally.loss_sum, losses, first),
             tally.batches + (last - first),
             tally.seconds + time.perf_counter() - started,
         )
@@ -368,7 +403,10 @@ class Session:
         if last < steps_per_epoch:
             return
         self._epoch_tally = None
-        train_loss = tally.loss_sum.item() / tally.batches
+        loss_sum = tally.loss_sum.item()
+        if loss_sum < 0 or not math.isfinite(loss_sum):
+            raise DivergedError(_divergence(loss_sum, epoch, steps_per_epoch))
+        train_loss = loss_sum / tally.batches
         seconds = tally.seconds
         if on_progress is not None and step % every:
             on_progress(step, total)
@@ -458,6 +496,8 @@ class Session:
         `density` is the fraction of masked weights kept when the model has masks (see
         `pcnbench.masks`), else params / dense_params; `compression` is dense_params / params and
         `speedup` dense_macs / macs (theoretical). Keys in `extra` add or override columns.
+        A model holding nan/inf, or a nonzero weight where its mask removed one, is refused
+        (PcnbenchError): its counts would not describe the network that was evaluated.
         """
         bad = [key for key in extra if not _COLUMN.match(key)]
         if bad:
@@ -465,6 +505,7 @@ class Session:
                 f"record({bad[0]}=...): a result column name must be letters, digits and _,"
                 " not starting with a digit (e.g. top5_accuracy)"
             )
+        check_countable(self._model)
         test = self.evaluate("test")
         val = self.evaluate("val") if "val" in self._source.splits else None
         params = count_params(self._model)
@@ -491,16 +532,24 @@ class Session:
             "resumed": self._replay.resumed,
         }
         row.update(energy_columns(self.phases))
-        if self.measure_inference:
-            # timed on its own, outside the metered phases: it is not work the method did
+        if self.measure_inference and self._dense_model is not None:
+            # timed outside the metered phases (it is not work the method did), interleaved
+            # with the dense parent: the ratio holds where absolute figures are at the mercy
+            # of the machine's load
             row.update(
                 measure_inference(
-                    self._model, self.input_shape, self.recipe.batch_size, self.device
+                    self._model,
+                    self.input_shape,
+                    self.recipe.batch_size,
+                    self.device,
+                    dense=self._dense_model,
                 )
             )
         else:
             row.update(
                 latency_ms=math.nan,
+                dense_latency_ms=math.nan,
+                latency_ratio=math.nan,
                 throughput_sps=math.nan,
                 inference_method="not measured: metering disabled",
             )

@@ -105,7 +105,9 @@ class RayExecutor(Executor):
         device = job.config.device
         if device == "auto":
             device = "cuda" if gpus > 0 else "cpu"
-        config = replace(job.config, device=device, threads=max(1, int(job.cpus)))
+        # --threads wins; else as many torch threads as the task reserved CPUs
+        threads = job.config.threads or max(1, int(job.cpus))
+        config = replace(job.config, device=device, threads=threads)
         queue = Queue()
         task = ray.remote(_ray_cell).options(
             num_cpus=job.cpus, num_gpus=gpus, max_retries=job.options.get("max_retries", 0)

@@ -14,7 +14,7 @@ from markupsafe import Markup
 
 from .points import BASELINE, operating_points
 from .summary import TOLERANCE_PP, finding, headline, sharing_sentence
-from .tables import COLUMNS, LEGEND, ComparisonTable, comparison_tables
+from .tables import COLUMNS, LEGEND, NOISY_MARK, ComparisonTable, comparison_tables
 from .template import TEMPLATE
 
 if TYPE_CHECKING:
@@ -54,13 +54,16 @@ def _html_table(table: ComparisonTable) -> dict[str, Any]:
             sub = ""
             if col.key == "energy_j" and not table.energy_shared and text != row["energy_label"]:
                 sub = row["energy_label"]
+            noisy = col.key == "measured_speedup" and text.endswith(NOISY_MARK)
+            if noisy:  # the value, muted, with the word under it (the table's note says more)
+                text, sub = text.removesuffix(NOISY_MARK), "noisy"
             cells.append(
                 {
                     "text": text,
                     "sub": sub,
                     "best": i in table.best.get(col.key, ()),
                     "align": col.align + (" wrap" if col.key == "setting" else ""),
-                    "muted": text in {"—", "ref."} or text == row.get("energy_label"),
+                    "muted": text in {"—", "ref."} or text == row.get("energy_label") or noisy,
                 }
             )
         rows.append({"cells": cells, "dense": row["method"] == BASELINE})

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .points import ModelGroup, Point
-from .stats import Estimate
-from .tables import MINUS, fmt_times
+from .stats import Estimate, at_least, best_of, beyond
+from .tables import MINUS, fmt_times, measured_speedup
 
 __all__ = ["TOLERANCE_PP", "Finding", "finding", "headline"]
 
@@ -43,11 +43,25 @@ def _ratio(point: Point, key: str) -> float:
     return dense / cost if cost else float("nan")
 
 
-def _savings(compression: float, speedup: float) -> str:
+def _savings(compression: float, speedup: float, point: Point | None = None) -> str:
     text = f"{fmt_times(compression)} fewer parameters"
     if speedup >= 1.05 and abs(speedup - compression) / compression > 0.05:
         text += f" and {fmt_times(speedup)} fewer MACs"
-    return text
+    return text + (_measured(point) if point is not None else "")
+
+
+def _measured(point: Point) -> str:
+    """What the paired latency against dense says (nothing where it was not measured)."""
+    faster, noisy = measured_speedup(point)
+    if faster != faster:  # NaN: not measured
+        return ""
+    if noisy:
+        return " (measured latency too noisy to compare)"
+    if faster >= 1.05:
+        return f" (measured: {fmt_times(faster)} faster than dense)"
+    if faster <= 1 / 1.05:
+        return f" (measured: {fmt_times(1 / faster)} slower than dense)"
+    return " (measured: no faster than dense)"
 
 
 def finding(group: ModelGroup, tolerance_pp: float = TOLERANCE_PP) -> Finding:
@@ -63,7 +77,7 @@ def finding(group: ModelGroup, tolerance_pp: float = TOLERANCE_PP) -> Finding:
             continue
         delta = group.delta(point)
         compression = _ratio(point, "params")
-        if delta is not None and compression > 1.0:
+        if delta is not None and beyond(compression, 1.0):
             candidates.append((point, delta, compression, _ratio(point, "macs")))
     if dense is None:
         text = "no dense baseline has finished yet, so nothing can be compared to it"
@@ -80,12 +94,12 @@ def finding(group: ModelGroup, tolerance_pp: float = TOLERANCE_PP) -> Finding:
         )
         return Finding(group, None, None, float("nan"), float("nan"), False, text)
     tol = tolerance_pp / 100.0
-    matching = [c for c in candidates if c[1].mean >= -tol]
+    matching = [c for c in candidates if at_least(c[1].mean, -tol)]
     if matching:
-        point, delta, compression, speedup = max(matching, key=lambda c: (c[2], c[1].mean))
-        savings = _savings(compression, speedup)
-        if delta.half_width is not None and delta.low >= -tol:
-            verb = "beats" if delta.low > 0 else "matches"
+        point, delta, compression, speedup = best_of(matching, lambda c: c[2], lambda c: c[1].mean)
+        savings = _savings(compression, speedup, point)
+        if delta.half_width is not None and at_least(delta.low, -tol):
+            verb = "beats" if beyond(delta.low, 0.0) else "matches"
             text = f"{point.label} {verb} dense accuracy ({_pp(delta)}) with {savings}"
             return Finding(group, point, delta, compression, speedup, True, text, True)
         caveat = (
@@ -98,10 +112,10 @@ def finding(group: ModelGroup, tolerance_pp: float = TOLERANCE_PP) -> Finding:
             f"({_pp(delta)}) with {savings}, but {caveat}"
         )
         return Finding(group, point, delta, compression, speedup, True, text)
-    point, delta, compression, speedup = max(candidates, key=lambda c: (c[1].mean, c[2]))
+    point, delta, compression, speedup = best_of(candidates, lambda c: c[1].mean, lambda c: c[2])
     text = (
         f"no reduced model matches dense accuracy within {tolerance_pp:g} pp; the closest is "
-        f"{point.label} ({_pp(delta)}) with {_savings(compression, speedup)}"
+        f"{point.label} ({_pp(delta)}) with {_savings(compression, speedup, point)}"
     )
     return Finding(group, point, delta, compression, speedup, False, text)
 
@@ -115,12 +129,12 @@ def headline(groups: list[ModelGroup], cells_total: int = 0, cells_done: int = 0
     findings = [finding(g) for g in groups]
     matched = [f for f in findings if f.matches]
     if matched:
-        best = max(matched, key=lambda f: f.compression)
+        best = best_of(matched, lambda f: f.compression)
     else:
         compared = [f for f in findings if f.point is not None]
         with_dense = [f for f in findings if f.group.dense is not None]
         if compared:
-            best = max(compared, key=lambda f: f.delta.mean if f.delta else -1.0)
+            best = best_of(compared, lambda f: f.delta.mean if f.delta else -1.0)
         elif with_dense:
             return _baselines_only([f.group for f in with_dense])
         else:
@@ -144,9 +158,9 @@ def _acc_text(point: Point) -> str:
 def _baselines_only(groups: list[ModelGroup]) -> str:
     """No reduced model has finished: compare the dense baselines with each other instead."""
     dense = [(g, g.dense) for g in groups if g.dense is not None]
-    best_g, best = max(dense, key=lambda gd: gd[1].accuracy().mean)
+    best_g, best = best_of(dense, lambda gd: gd[1].accuracy().mean)
     text = f"Only dense baselines have results so far: {best_g.title} reaches {_acc_text(best)}"
-    smallest_g, smallest = min(dense, key=lambda gd: gd[1].mean("params"))
+    smallest_g, smallest = best_of(dense, lambda gd: -gd[1].mean("params"))
     if smallest is not best:
         ratio = best.mean("params") / smallest.mean("params")
         text += (

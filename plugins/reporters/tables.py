@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .points import BASELINE, ModelGroup, Point, operating_points
-from .stats import Estimate, best_indices
+from .stats import Estimate, best_indices, same
 
 if TYPE_CHECKING:
     from pcnbench.api import ReportData
@@ -27,6 +28,7 @@ __all__ = [
     "fmt_estimate",
     "fmt_si",
     "fmt_times",
+    "measured_speedup",
     "to_latex",
     "to_markdown",
     "write_exports",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 MINUS = "\u2212"
+NOISY_MARK = " (noisy)"  # after a measured speedup whose paired ratio is too noisy to compare
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,13 @@ COLUMNS = [
     Column("params", "Params", "Params", "min"),
     Column("compression", "Compression", "Compr.", "max"),
     Column("macs", "MACs", "MACs", "min"),
-    Column("speedup", "Speedup", "Speedup", "max"),
+    Column("speedup", "Speedup (MACs)", "Speedup (MACs)", "max"),
     Column("accuracy", "Test acc. (%)", r"Acc.\ (\%)", "max"),
     Column("delta", "Δ acc. vs dense (pp)", r"$\Delta$ acc.\ (pp)", "max"),
     Column("train_time_s", "Train time (s)", "Time (s)", "min"),
     Column("energy_j", "Train energy (J)", "Energy (J)", "min"),
     Column("latency_ms", "Latency (ms)", "Latency (ms)", "min"),
+    Column("measured_speedup", "Measured speedup", r"Meas.\ speedup", "max"),
     Column("epochs", "Epochs", "Epochs", "min"),
 ]
 
@@ -142,6 +146,10 @@ class ComparisonTable:
             text = fmt_si(value)
         elif key in {"compression", "speedup"}:
             text = fmt_times(value)
+        elif key == "measured_speedup":
+            text = fmt_times(value)
+            if _finite(value) and row["latency_noisy"]:
+                text += NOISY_MARK
         elif key == "accuracy":
             text = fmt_estimate(value)
         elif key == "delta":
@@ -163,7 +171,20 @@ def _value_for_best(row: dict[str, Any], key: str) -> float | None:
         return value.mean
     if key == "delta" and row["method"] == BASELINE:
         return None
+    if key == "measured_speedup" and (row["method"] == BASELINE or row["latency_noisy"]):
+        return None  # dense against itself is the noise floor; a noisy ratio ranks nothing
     return value if isinstance(value, (int, float)) else None
+
+
+def measured_speedup(point: Point) -> tuple[float, bool]:
+    """Measured speedup over dense (1 / the paired latency ratio, geometric mean over seeds;
+    NaN where not measured) and whether any seed's ratio was flagged noisy."""
+    ratios = [r for r in point.values("latency_ratio") if math.isfinite(r) and r > 0]
+    if not ratios:
+        return math.nan, False
+    ratio = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    flags = point.values("latency_noisy")
+    return 1.0 / ratio, bool(any(f > 0 for f in flags if math.isfinite(f)))
 
 
 def _row(group: ModelGroup, point: Point) -> dict[str, Any]:
@@ -173,6 +194,7 @@ def _row(group: ModelGroup, point: Point) -> dict[str, Any]:
     dense_params = point.mean("dense_params")
     dense_macs = point.mean("dense_macs")
     inference = point.rows.get("inference_method")
+    measured, noisy = measured_speedup(point)
     return {
         "method": point.method,
         "setting": point.setting,
@@ -188,6 +210,9 @@ def _row(group: ModelGroup, point: Point) -> dict[str, Any]:
         "energy_j": energy,
         "energy_label": energy_label,
         "latency_ms": point.mean("latency_ms"),
+        "dense_latency_ms": point.mean("dense_latency_ms"),
+        "measured_speedup": measured,
+        "latency_noisy": noisy,
         "latency_label": "; ".join(dict.fromkeys(str(v) for v in inference.dropna()))
         if inference is not None
         else "",
@@ -224,6 +249,13 @@ def comparison_table(group: ModelGroup) -> ComparisonTable:
     if latency_missing:
         why = sorted({r["latency_label"] for r in latency_missing if r["latency_label"]})
         table.notes.append("Latency not measured" + (f" ({'; '.join(why)})" if why else "") + ".")
+    noisy = [r["method"] + (f" {r['setting']}" if r["setting"] else "") for r in rows]
+    noisy = [label for label, r in zip(noisy, rows, strict=True) if r["latency_noisy"]]
+    if noisy:
+        table.notes.append(
+            f"Measured speedup{NOISY_MARK}: too noisy to compare for {', '.join(noisy)} (the 95% "
+            "interval of a paired latency ratio reaches more than 10% beyond it; a busy machine?)."
+        )
     dense = group.dense
     if dense is None:
         table.notes.append("No dense result for this model yet: Δ accuracy is not available.")
@@ -243,7 +275,8 @@ def _is_masked(point: Point) -> bool:
     """Whether the point's models are masked: their density is a mask's, not params / dense."""
     density = point.values("density")
     ratio = point.values("params") / point.values("dense_params")
-    return bool(((density - ratio).abs() > 1e-9).any())
+    pairs = zip(density, ratio, strict=True)
+    return any(not same(d, r) for d, r in pairs if math.isfinite(d) and math.isfinite(r))
 
 
 def comparison_tables(groups: list[ModelGroup]) -> list[ComparisonTable]:
@@ -282,6 +315,9 @@ def comparison_frame(tables: list[ComparisonTable]) -> pd.DataFrame:
                     "train_energy_j": row["energy_j"],
                     "energy_label": row["energy_label"],
                     "latency_ms": row["latency_ms"],
+                    "dense_latency_ms": row["dense_latency_ms"],
+                    "measured_speedup": row["measured_speedup"],
+                    "latency_noisy": row["latency_noisy"],
                     "epochs_trained": row["epochs"],
                 }
             )
@@ -291,15 +327,26 @@ def comparison_frame(tables: list[ComparisonTable]) -> pd.DataFrame:
 LEGEND = (
     "Accuracy: mean ± 95% CI over seeds (Student t; n = 1: no interval). Δ: paired by seed "
     "against dense, percentage points. Compression = dense params / params; speedup = dense "
-    "MACs / MACs (theoretical). Bold: best in column."
+    "MACs / MACs (theoretical); measured speedup = 1 / latency ratio: batch-1 forwards timed "
+    "alternately with dense in the same window, median over ABBA blocks (geometric mean over "
+    "seeds; dense: against a copy of itself, the noise floor). Bold: best in column."
 )
 
 
+def _md_escape(text: str) -> str:
+    """Text from the results as Markdown: HTML in it shown, not run (`<b>` → `&lt;b&gt;`)."""
+    return html.escape(str(text), quote=False).replace("|", r"\|")
+
+
 def to_markdown(tables: list[ComparisonTable]) -> str:
-    """GitHub-flavoured Markdown: one section and pipe table per (dataset, model)."""
+    """GitHub-flavoured Markdown: one section and pipe table per (dataset, model).
+
+    Names, settings, labels and notes come from the suite and the plugins: escaped, so HTML in
+    them is shown as text, as in the HTML report.
+    """
     lines = [LEGEND, ""]
     for table in tables:
-        lines += [f"## {table.title}", ""]
+        lines += [f"## {_md_escape(table.title)}", ""]
         lines.append("| " + " | ".join(c.header for c in COLUMNS) + " |")
         lines.append("|" + "|".join(":--" if c.align == "l" else "--:" for c in COLUMNS) + "|")
         for i in range(len(table.rows)):
@@ -309,12 +356,13 @@ def to_markdown(tables: list[ComparisonTable]) -> str:
                 energy = table.rows[i]["energy_j"]
                 if col.key == "energy_j" and not table.energy_shared and _finite(energy):
                     text += f" ({table.rows[i]['energy_label']})"
+                text = _md_escape(text)
                 if i in table.best.get(col.key, ()):
                     text = f"**{text}**"
-                cells.append(text.replace("|", r"\|"))
+                cells.append(text)
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        lines += [f"*{note}*" for note in table.notes]
+        lines += [f"*{_md_escape(note)}*" for note in table.notes]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -330,6 +378,10 @@ _TEX_SPECIAL = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    # Not special to LaTeX, but the default OT1 font encoding prints them as ¡, ¿ and —.
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
 }
 
 
@@ -365,19 +417,21 @@ def to_latex(tables: list[ComparisonTable]) -> str:
         cols = []
         dropped = []
         for col in COLUMNS:
-            if col.key in {"energy_j", "latency_ms"} and not any(
+            if col.key in {"energy_j", "latency_ms", "measured_speedup"} and not any(
                 _finite(r[col.key]) for r in table.rows
             ):
-                dropped.append(col.header.split(" (")[0].lower())
+                name = "latency" if col.key == "measured_speedup" else col.header.split(" (")[0]
+                dropped.append(name.lower())
                 continue
             cols.append(col)
         caption = (
             f"{_tex_escape(table.title)}: test accuracy as mean $\\pm$ 95\\% CI over seeds "
             "(Student $t$), $\\Delta$ paired by seed against dense in percentage points; "
-            "compression and speedup relative to dense (theoretical MACs). Bold: best in column."
+            "compression and speedup relative to dense (theoretical MACs); measured speedup: "
+            "paired latency ratio against dense. Bold: best in column."
         )
         if dropped:
-            caption += f" Not measured: {', '.join(dropped)}."
+            caption += f" Not measured: {', '.join(dict.fromkeys(dropped))}."
         notes = [n for n in table.notes if not n.startswith(("Energy meters", "Latency not"))]
         caption += "".join(f" {_tex_escape(n)}" for n in notes)
         parts += [
