@@ -37,31 +37,29 @@ _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 __all__ = ["Session", "Snapshot"]
 
 
-def _fold_losses(total: torch.Tensor, losses: list[torch.Tensor], first: int) -> torch.Tensor:
-    """An epoch tally's loss sum after a piece of it (batches `first`, ...), without a sync.
+def _first_nonfinite(losses: torch.Tensor, first: int, before: torch.Tensor | None) -> torch.Tensor:
+    """(batch, 1 if inf else 0) of the first non-finite loss of an epoch, on the device.
 
-    Cross-entropy is never negative, so a negative sum is free to mark a divergence: from the
-    first non-finite loss (or running sum) on, the tally holds -2(b + 1) for batch b of the
-    epoch, minus 1 more when it was inf rather than nan; the epoch's end reads it.
+    `losses` are those of batches `first`, `first` + 1, ... of the epoch; `before` is what the
+    epoch's earlier pieces found, and wins when it names a batch. (-1, -1) when every loss is
+    finite. Computed without reading anything back, so the GPU is never waited for.
     """
-    if not losses:
-        return total
-    running = total + torch.stack(losses).cumsum(0)
-    bad = ~torch.isfinite(running)
-    batch = bad.int().argmax()  # the first non-finite one (0 when none is)
-    inf = running.index_select(0, batch.reshape(1)).isinf().squeeze(0)
-    marker = (-2 * (first + batch + 1) - inf.int()).to(running.dtype)
-    return torch.where(total < 0, total, torch.where(bad.any(), marker, running[-1]))
+    bad = ~torch.isfinite(losses)
+    index = bad.int().argmax()  # the first bad one; 0 when none is
+    inf = losses.index_select(0, index.reshape(1)).squeeze(0).isinf().to(index.dtype)
+    found = torch.stack((first + index, inf))
+    found = torch.where(bad.any(), found, torch.full_like(found, -1))
+    return found if before is None else torch.where(before[0] >= 0, before, found)
 
 
-def _divergence(loss_sum: float, epoch: int, steps_per_epoch: int) -> str:
-    """The message for an epoch whose tally `_fold_losses` marked (0-based `epoch`)."""
-    if not loss_sum < 0:  # nan or inf without a marker: a tally from before markers existed
-        return f"diverged: loss is {loss_sum} at epoch {epoch + 1}"
-    code = round(-loss_sum)
-    kind = "inf" if code % 2 else "nan"
-    step = epoch * steps_per_epoch + code // 2  # the optimizer step, counted from 1
-    return f"diverged: loss is {kind} at epoch {epoch + 1}, step {step}"
+def _divergence(tally: EpochTally, steps_per_epoch: int) -> str:
+    """The message for an epoch whose loss sum is not finite."""
+    batch, inf = tally.nonfinite.tolist() if tally.nonfinite is not None else (-1, 0)
+    if batch < 0:  # every loss was finite; their sum overflowed
+        return f"diverged: the epoch's summed loss overflowed at epoch {tally.epoch + 1}"
+    step = tally.epoch * steps_per_epoch + batch + 1  # optimizer steps count from 1
+    kind = "inf" if inf else "nan"
+    return f"diverged: loss is {kind} at epoch {tally.epoch + 1}, step {step}"
 
 
 @dataclass(frozen=True)
@@ -392,20 +390,23 @@ class Session:
         tally = self._epoch_tally
         if tally is None or tally.epoch != epoch or tally.next_batch != first:
             tally = EpochTally(epoch, first, torch.zeros((), device=self.device), 0, 0.0)
-        tally = EpochTally(
-            epoch,
-            last,
-            _fold_losses(tally.loss_sum, losses, first),
-            tally.batches + (last - first),
-            tally.seconds + time.perf_counter() - started,
-        )
+        if losses:
+            stacked = torch.stack(losses)
+            tally = EpochTally(
+                epoch,
+                last,
+                tally.loss_sum + stacked.sum(),
+                tally.batches + (last - first),
+                tally.seconds + time.perf_counter() - started,
+                _first_nonfinite(stacked, first, tally.nonfinite),
+            )
         self._epoch_tally = tally
         if last < steps_per_epoch:
             return
         self._epoch_tally = None
         loss_sum = tally.loss_sum.item()
-        if loss_sum < 0 or not math.isfinite(loss_sum):
-            raise DivergedError(_divergence(loss_sum, epoch, steps_per_epoch))
+        if not math.isfinite(loss_sum):
+            raise DivergedError(_divergence(tally, steps_per_epoch))
         train_loss = loss_sum / tally.batches
         seconds = tally.seconds
         if on_progress is not None and step % every:

@@ -53,10 +53,16 @@ class EpochTally:
     loss_sum: torch.Tensor  # on the session's device: reading it would wait for the GPU
     batches: int
     seconds: float
+    # The epoch's first non-finite loss so far, on the device: (its batch in the epoch, 1 if it
+    # was inf else 0), or (-1, -1) while every loss was finite. Read only when the sum is not.
+    nonfinite: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> EpochTally:
-        """This tally with its loss sum on `device`."""
-        return dataclasses.replace(self, loss_sum=self.loss_sum.detach().to(device))
+        """This tally with its tensors on `device`."""
+        nonfinite = None if self.nonfinite is None else self.nonfinite.detach().to(device)
+        return dataclasses.replace(
+            self, loss_sum=self.loss_sum.detach().to(device), nonfinite=nonfinite
+        )
 
 
 @dataclass(frozen=True)
