@@ -1,3 +1,3 @@
 """pcnbench: a declarative benchmark harness for neural-network parameter reduction."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
