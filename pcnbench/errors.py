@@ -56,3 +56,11 @@ class DatasetMissingError(PcnbenchError):
 
 class DivergedError(PcnbenchError):
     """Training produced a non-finite loss: the cell stops and is stored as failed."""
+
+
+class StoreError(PcnbenchError):
+    """A results database that cannot be opened, read or written (damaged, read-only, absent)."""
+
+
+class DiskFullError(PcnbenchError):
+    """No space left on device while writing a file; what was committed before it is kept."""
