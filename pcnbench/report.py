@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from pcnbench.contracts import Method, ReportData
-from pcnbench.errors import PcnbenchError
+from pcnbench.errors import DiskFullError, PcnbenchError
 from pcnbench.store import Store
 
 # Columns holding JSON objects that reporters receive as dicts: each axis's full parameters,
@@ -83,25 +84,69 @@ class ReportError(PcnbenchError):
     """One or more reporters failed; the others still wrote their files."""
 
 
-def build_report(output_dir: str | Path, host: Any) -> list[Path]:
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _os_error(exc: BaseException, codes: tuple[int, ...]) -> OSError | None:
+    """The OSError with one of the errno `codes` in `exc`'s chain of causes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in codes:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def build_report(
+    output_dir: str | Path, host: Any, out_dir: str | Path | None = None
+) -> list[Path]:
     """Run every registered reporter, in order, on the results in `output_dir`.
 
-    Returns the files written; the HTML page is `<output_dir>/index.html`. A reporter that
-    raises does not stop the ones after it; a ReportError naming each failure follows.
+    The files go to `out_dir` (default: the results' own folder; the database is only read,
+    so it may lie on read-only media). Returns the files written; the HTML page is
+    `<out_dir>/index.html`. A reporter that raises does not stop the ones after it; a
+    ReportError naming each failure follows, or a DiskFullError when disk space ran out.
     """
     data = load_report_data(output_dir, host)
+    target = Path(out_dir) if out_dir is not None else data.output_dir
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PcnbenchError(
+            f"{target}: cannot create the report folder ({exc.strerror or exc}); "
+            "pass a writable folder with --output"
+        ) from None
     written: list[Path] = []
     failures: list[str] = []
+    full: OSError | None = None
+    denied: OSError | None = None
     reporters = sorted(
         ((name, host.reporters.get(name)) for name in host.reporters.names()),
         key=lambda pair: (pair[1].order, pair[0]),
     )
     for name, reporter in reporters:
         try:
-            written.extend(reporter.render(data, data.output_dir))
+            written.extend(reporter.render(data, target))
         except Exception as exc:
+            full = full or _os_error(exc, _NO_SPACE)
+            denied = denied or _os_error(exc, _READ_ONLY)
             failures.append(f"reporter '{name}': {type(exc).__name__}: {exc}")
             cause = exc
+    if full is not None:
+        where = full.filename or target
+        raise DiskFullError(
+            f"no space left on device while writing {where}; the report in {target} is "
+            "incomplete (files not rewritten are from an earlier report; the results in the "
+            "database are untouched). Free some space and run `pcnbench report` again"
+        )
+    if denied is not None:
+        raise PcnbenchError(
+            f"{denied.filename or target}: cannot write the report here "
+            f"({denied.strerror or denied}); pass a writable folder with --output DIR"
+        )
     if failures:
         raise ReportError("; ".join(failures)) from cause
     return written

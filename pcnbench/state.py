@@ -10,6 +10,7 @@ stored ones go through `save` and `load`: tensors on the CPU in the file, writte
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import random
 import tempfile
@@ -20,6 +21,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import torch
+
+from pcnbench.errors import DiskFullError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -211,9 +214,26 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if _no_space(exc):
+            raise DiskFullError(
+                f"no space left on device while writing {path}; what was stored before is "
+                "kept. Free some space and run the same command again to continue"
+            ) from None
         raise
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from (torch.save's RuntimeError), is ENOSPC."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _to(obj: Any, device: torch.device | str) -> Any:

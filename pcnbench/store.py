@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import math
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import pandas as pd
+
+from pcnbench.errors import DiskFullError, StoreError
 
 SCHEMA_VERSION = 1
 
@@ -121,6 +126,71 @@ def _setting(cell: Any, axis: str) -> str | None:
     return json.dumps(raw, default=str) if isinstance(raw, dict) else None
 
 
+_T = TypeVar("_T")
+# SQLite's primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF)
+_SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 8, 11, 13, 14
+_SQLITE_NOTADB = 26
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def recover_advice(path: Path) -> str:
+    """How to salvage what a damaged database `path` still holds, with SQLite's `.recover`."""
+    salvaged = path.with_name("recovered.db")
+    return (
+        f"To salvage what it holds: sqlite3 {path} .recover | sqlite3 {salvaged}, then use "
+        f"{salvaged} in its place; or move {path.name} aside and run again to start a new one"
+    )
+
+
+def store_error(path: Path, exc: BaseException, *, writing: bool = True) -> Exception:
+    """The PcnbenchError that tells the user what `exc`, met on the database `path`, means."""
+    code = getattr(exc, "sqlite_errorcode", -1) & 0xFF
+    text = str(exc)
+    if (
+        (isinstance(exc, OSError) and exc.errno in _NO_SPACE)
+        or code == _SQLITE_FULL
+        or "disk is full" in text
+    ):
+        return DiskFullError(
+            f"no space left on device while writing {path}; every result committed before "
+            "is kept in it. Free some space and run the same command again to continue"
+        )
+    if (
+        code == _SQLITE_READONLY
+        or "readonly" in text
+        or (isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM))
+    ):
+        return StoreError(
+            f"{path}: cannot write here ({text}): the folder or medium is read-only. "
+            "Give `run` a writable --output (or copy the folder somewhere writable); "
+            "`pcnbench results` and `pcnbench report --output DIR` read it where it is"
+        )
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or (
+        isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text)
+    ):
+        return StoreError(
+            f"{path}: damaged, or not a results database ({text}); pcnbench left it unchanged. "
+            + recover_advice(path)
+        )
+    if code == _SQLITE_CANTOPEN:
+        return StoreError(f"{path}: cannot open the results database ({text})")
+    what = "writing" if writing else "reading"
+    return StoreError(f"{path}: error {what} the results database: {text}")
+
+
+def _guarded(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Turn the SQLite (and OS) errors of a Store method into a StoreError naming the file."""
+
+    @functools.wraps(method)
+    def call(self: Store, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise store_error(self.path, exc, writing=not self.readonly) from None
+
+    return call
+
+
 def _row(obj: Any) -> dict[str, Any]:
     if hasattr(obj, "as_row"):
         return obj.as_row()
@@ -130,11 +200,50 @@ def _row(obj: Any) -> dict[str, Any]:
 class Store:
     """Cells, their results, per-epoch records and phases, and the runs that produced them."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        """Open `path` for writing (created and migrated as needed), or `readonly` for reading.
+
+        Read-only opening creates, migrates and locks nothing: it works on read-only media and
+        refuses a file that is not a pcnbench results database, leaving it unchanged.
+        """
         self.path = Path(path)
+        self.readonly = readonly
+        self.db = None  # type: ignore[assignment]
+        try:
+            self._open()
+        except BaseException:
+            if self.db is not None:
+                self.db.close()
+            raise
+
+    @_guarded
+    def _open(self) -> None:
+        if self.readonly:
+            if not self.path.is_file():
+                raise StoreError(
+                    f"no results database at {self.path} (run a suite first, or pass its "
+                    "output directory)"
+                )
+            if self.path.stat().st_size == 0:
+                raise StoreError(
+                    f"{self.path}: empty file, not a results database; pcnbench left it "
+                    "unchanged (pass a suite's output directory or its results.db)"
+                )
+            uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+            if "cells" not in tables:
+                raise StoreError(
+                    f"{self.path}: not a pcnbench results database (no cells table); "
+                    "pcnbench left it unchanged"
+                )
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30)
         self.db.row_factory = sqlite3.Row
+        # a file that is not a database is refused here, before anything is written to it
+        self.db.execute("SELECT name FROM sqlite_master").fetchall()
         with self.db:
             self.db.executescript(_SCHEMA)
             self.db.execute(
@@ -144,17 +253,22 @@ class Store:
 
     @classmethod
     def open_existing(cls, location: str | Path) -> Store:
-        """Open a results database by its directory or file path; FileNotFoundError if absent."""
+        """Open a results database, by its directory or file path, read-only.
+
+        StoreError when it is absent, damaged or not a results database.
+        """
         path = Path(location)
         if path.is_dir():
             path = path / "results.db"
-        if not path.is_file():
-            raise FileNotFoundError(f"no results database at {path}")
-        return cls(path)
+        return cls(path, readonly=True)
 
     def close(self) -> None:
         """Close the connection."""
         self.db.close()
+
+    def _tables(self) -> set[str]:
+        """The names of the tables this database holds."""
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def _columns(self, table: str) -> list[str]:
         """The table's columns in the order they were added (a list: set order varies by run)."""
@@ -176,6 +290,7 @@ class Store:
             f"INSERT INTO {table} ({cols}) VALUES ({marks})", [_plain(v) for v in row.values()]
         )
 
+    @_guarded
     def begin_run(
         self, suite: str, suite_file: str, sha256: str, text: str, argv: list[str], env: dict
     ) -> int:
@@ -198,6 +313,7 @@ class Store:
             )
         return int(cur.lastrowid)
 
+    @_guarded
     def end_run(self, run_id: int, status: str) -> None:
         """Mark a run finished with `status` (done, failed, interrupted)."""
         with self.db:
@@ -206,12 +322,14 @@ class Store:
                 (_now(), status, run_id),
             )
 
+    @_guarded
     def statuses(self) -> dict[str, str]:
         """cell_id → status for every stored cell."""
         return {
             r["cell_id"]: r["status"] for r in self.db.execute("SELECT cell_id, status FROM cells")
         }
 
+    @_guarded
     def start_cell(self, cell: Any, run_id: int, device: str) -> None:
         """Mark a cell running (a crash leaves it so, and the next run retries it).
 
@@ -244,6 +362,7 @@ class Store:
             self.db.execute("DELETE FROM cells WHERE cell_id = ?", (cell.id,))
             self._insert("cells", row)
 
+    @_guarded
     def finish_cell(
         self,
         cell_id: str,
@@ -280,6 +399,7 @@ class Store:
                 [*(_plain(v) for v in values.values()), cell_id],
             )
 
+    @_guarded
     def results_frame(self) -> pd.DataFrame:
         """One row per result (a failed or unfinished cell is one row with its status and error).
 
@@ -288,14 +408,18 @@ class Store:
         they reached the database in. Columns holding only integers (and missing values) are
         pandas' nullable `Int64`: a failed cell's missing value does not turn 474 into 474.0.
         """
-        stored = [c for c in self._columns("results") if c not in {"cell_id", "idx"}]
-        picked = "".join(f', r."{c}"' for c in stored)
-        cells = ", ".join(f"c.{c}" for c in _CELL_SELECT)
-        query = (
-            f"SELECT {cells}, r.idx AS result{picked}"
-            " FROM cells c LEFT JOIN results r ON r.cell_id = c.cell_id"
-            " ORDER BY c.rowid, r.idx"
-        )
+        present = set(self._columns("cells"))  # an older database may lack newer columns
+        cells = ", ".join(f"c.{c}" if c in present else f"NULL AS {c}" for c in _CELL_SELECT)
+        if "results" in self._tables():
+            stored = [c for c in self._columns("results") if c not in {"cell_id", "idx"}]
+            picked = "".join(f', r."{c}"' for c in stored)
+            query = (
+                f"SELECT {cells}, r.idx AS result{picked}"
+                " FROM cells c LEFT JOIN results r ON r.cell_id = c.cell_id"
+                " ORDER BY c.rowid, r.idx"
+            )
+        else:
+            query = f"SELECT {cells}, NULL AS result FROM cells c ORDER BY c.rowid"
         cursor = self.db.execute(query)
         names = [d[0] for d in cursor.description]
         rows = [tuple(r) for r in cursor.fetchall()]
@@ -310,8 +434,11 @@ class Store:
         rest = sorted(c for c in frame.columns if c not in first)
         return frame[first + rest]
 
+    @_guarded
     def table(self, name: str) -> pd.DataFrame:
         """A whole table (epochs, phases, runs, cells) as a DataFrame."""
         if name not in {"epochs", "phases", "runs", "cells", "results"}:
             raise ValueError(f"no table {name!r}")
+        if name not in self._tables():  # an older database that never had it
+            return pd.DataFrame()
         return pd.read_sql_query(f"SELECT * FROM {name}", self.db)

@@ -9,6 +9,7 @@ method whose `figures` raises is reported as a failed figure set instead of stop
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import traceback
@@ -20,6 +21,7 @@ import yaml
 
 from pcnbench.api import ReportFigure
 
+from ._atomic import write_atomic, write_text_atomic
 from .curves import cumulative_epochs, curve_figures
 from .pareto import pareto_figures
 from .points import operating_points
@@ -58,7 +60,8 @@ def _save(fig: Any, out_dir: Path, stem: str) -> list[str]:
     }
     for ext in _EXTENSIONS:
         path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, format=ext, dpi=200 if ext == "png" else None, metadata=meta[ext])
+        options = {"format": ext, "dpi": 200 if ext == "png" else None, "metadata": meta[ext]}
+        write_atomic(path, lambda tmp, kw=options: fig.savefig(tmp, **kw))
         files.append(path.name)
     return files
 
@@ -70,6 +73,10 @@ def _close(fig: Any) -> None:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+# errors writing any file would meet too: they stop the report instead of failing one figure
+_UNWRITABLE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS)
 
 
 def _failure(kind: str, title: str, method: str, exc: BaseException) -> FigureEntry:
@@ -96,6 +103,8 @@ def _entry(kind: str, method: str, item: Any, out_dir: Path, used: set[str]) -> 
             raise ValueError(f"another figure of this report is already named {stem!r}")
         files = _save(item.figure, out_dir, stem)
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _UNWRITABLE:
+            raise  # the disk, not the figure: the report as a whole fails and says so
         return _failure(kind, title, method, exc)
     finally:
         _close(item.figure)
@@ -190,5 +199,5 @@ def write_figures(data: ReportData, out_dir: Path) -> list[Path]:
         old.unlink(missing_ok=True)
     entries = render_figures(data, fig_dir)
     manifest = fig_dir / "figures.json"
-    manifest.write_text(json.dumps([asdict(e) for e in entries], indent=1), encoding="utf-8")
+    write_text_atomic(manifest, json.dumps([asdict(e) for e in entries], indent=1))
     return [fig_dir / f for e in entries for f in e.files] + [manifest]

@@ -12,6 +12,7 @@ import jinja2
 import yaml
 from markupsafe import Markup
 
+from ._atomic import write_text_atomic
 from .points import BASELINE, operating_points
 from .summary import TOLERANCE_PP, finding, headline, sharing_sentence
 from .tables import COLUMNS, LEGEND, NOISY_MARK, ComparisonTable, comparison_tables
@@ -228,5 +229,5 @@ def write_html(data: ReportData, out_dir: Path) -> list[Path]:
     """Write `out_dir`/index.html."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "index.html"
-    path.write_text(render_html(data, out_dir), encoding="utf-8")
+    write_text_atomic(path, render_html(data, out_dir))
     return [path]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ._atomic import write_atomic, write_text_atomic
 from .points import BASELINE, ModelGroup, Point, operating_points
 from .stats import Estimate, best_indices, same
 
@@ -463,9 +464,10 @@ def write_exports(tables: list[ComparisonTable], out_dir: Path) -> list[Path]:
     """Write comparison.csv, comparison.md and comparison.tex under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md, tex = (out_dir / f"comparison.{ext}" for ext in ("csv", "md", "tex"))
-    comparison_frame(tables).to_csv(csv, index=False, float_format="%.6g")
-    md.write_text(to_markdown(tables), encoding="utf-8")
-    tex.write_text(to_latex(tables), encoding="utf-8")
+    frame = comparison_frame(tables)
+    write_atomic(csv, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+    write_text_atomic(md, to_markdown(tables))
+    write_text_atomic(tex, to_latex(tables))
     return [csv, md, tex]
 
 
