@@ -100,6 +100,15 @@ class DatasetPlugin:
         """Describe the data (shape, classes) without loading it."""
         raise NotImplementedError
 
+    def prepare(self, params: Any) -> None:
+        """Make the data available for `load`, or raise DatasetMissingError saying what to do.
+
+        Called once per distinct params by the driver before any cell trains: download here if
+        the params ask for it; when the data is absent or unreadable, raise DatasetMissingError
+        naming the folder looked in and a fix that fits the params as written (ParamError for a
+        value that does not fit the data). The default does nothing.
+        """
+
     def load(self, params: Any) -> TensorSplits | FolderSplits:
         """Load the data; raise DatasetMissingError when it is absent and not downloadable."""
         raise NotImplementedError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata as md
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -38,6 +38,12 @@ class PluginInfo:
     error: str | None = None
     cause: BaseException | None = field(default=None, repr=False)
 
+    def describe(self) -> str:
+        """Say which plugin failed and why: plugin 'name' (distribution version): error."""
+        where = f"{self.distribution or '?'} {self.version}".strip()
+        where = where if where.startswith("(") else f"({where})"  # "(registered in code)"
+        return f"plugin '{self.name}' {where}: {self.error}"
+
 
 @dataclass
 class Registered(Generic[T]):
@@ -50,9 +56,10 @@ class Registered(Generic[T]):
 class Registry(Generic[T]):
     """Name → object for one kind (methods, models or datasets)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, failures: Callable[[], list[PluginInfo]] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, Registered[T]] = {}
+        self._failures = failures  # plugins that failed to load: one may have provided a name
 
     def add(self, obj: T, plugin: str) -> None:
         """Register `obj` under its name; a name registered twice names both plugins."""
@@ -85,7 +92,12 @@ class Registry(Generic[T]):
         hint = f"; did you mean '{close[0]}'?" if close else ""
         shown = self.names()
         listing = ", ".join(shown[:30]) + (f", … ({len(shown)} in all)" if len(shown) > 30 else "")
-        return f"unknown {self.kind} '{name}'{hint} (known: {listing})"
+        message = f"unknown {self.kind} '{name}'{hint} (known: {listing})"
+        failed = self._failures() if self._failures is not None else []
+        if failed:
+            which = "; ".join(p.describe() for p in failed)
+            message += f"; plugin(s) that failed to load and may be the one providing it: {which}"
+        return message
 
 
 class PluginHost:
@@ -94,12 +106,12 @@ class PluginHost:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self.methods: Registry[Method] = Registry("method")
-        self.models: Registry[ModelPlugin] = Registry("model")
-        self.datasets: Registry[DatasetPlugin] = Registry("dataset")
-        self.reporters: Registry[Reporter] = Registry("reporter")
-        self.meters: Registry[Meter] = Registry("meter")
-        self.executors: Registry[Executor] = Registry("executor")
+        self.methods: Registry[Method] = Registry("method", self.failures)
+        self.models: Registry[ModelPlugin] = Registry("model", self.failures)
+        self.datasets: Registry[DatasetPlugin] = Registry("dataset", self.failures)
+        self.reporters: Registry[Reporter] = Registry("reporter", self.failures)
+        self.meters: Registry[Meter] = Registry("meter", self.failures)
+        self.executors: Registry[Executor] = Registry("executor", self.failures)
         # plugins registered in code, as importable references a worker process can rebuild
         self.in_code: dict[str, str | None] = {}
         self.infos: dict[str, PluginInfo] = {}
@@ -113,11 +125,18 @@ class PluginHost:
         """Plugins that failed to load."""
         return [info for info in self.infos.values() if info.error]
 
+    def failure_warning(self) -> str:
+        """One warning line per plugin that failed to load ("" when none did)."""
+        return "\n".join(
+            f"warning: {p.describe()}; it is skipped, and only suites naming what it provides fail"
+            for p in self.failures()
+        )
+
     def raise_for_failures(self) -> None:
         """Raise a PluginError describing every plugin that failed to load."""
         bad = self.failures()
         if bad:
-            lines = [f"plugin '{p.name}' ({p.distribution} {p.version}): {p.error}" for p in bad]
+            lines = [p.describe() for p in bad]
             cause = next((p.cause for p in bad if p.cause is not None), None)
             raise PluginError("plugin(s) failed to load:\n  " + "\n  ".join(lines)) from cause
 
@@ -133,6 +152,8 @@ class PluginHost:
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
+            if self.pm.has_plugin(name):  # pluggy keeps what it registered before the bad hook
+                self.pm.unregister(name=name)
             raise PluginError(
                 f"plugin '{name}' ({distribution or 'registered in code'}): {exc}"
             ) from exc
@@ -143,11 +164,16 @@ class PluginHost:
 
         With `strict=False` a plugin whose hook fails is recorded as failed instead of raising.
         """
-        unknown = [
-            f"'{impl.plugin_name}' implements unknown hook '{hook}'"
-            for hook, impls in self._unverified_hooks()
-            for impl in impls
-        ]
+        unknown = []
+        for hook, impls in list(self._unverified_hooks()):
+            for impl in impls:
+                message = f"'{impl.plugin_name}' implements unknown hook '{hook}'"
+                if strict or impl.plugin_name not in self.infos:
+                    unknown.append(message)
+                elif self.pm.has_plugin(impl.plugin_name):  # skipped: none of its hooks run
+                    self.pm.unregister(name=impl.plugin_name)
+                    info = self.infos[impl.plugin_name]
+                    info.error = f"implements unknown hook '{hook}' (see pcnbench.hookspecs)"
         if unknown:
             raise PluginError("; ".join(unknown))
         for kind, (hook_name, base) in _KINDS.items():
@@ -218,13 +244,15 @@ def rebuild(reference: str) -> object:
 
 
 def load_plugins(
-    extra: Iterable[tuple[str, object]] = (), *, entry_points: bool = True, strict: bool = True
+    extra: Iterable[tuple[str, object]] = (), *, entry_points: bool = True, strict: bool = False
 ) -> PluginHost:
     """Load the `pcnbench` entry points (plus `extra` (name, plugin) pairs) and what they register.
 
     A plugin that fails to import, or whose register hook fails, is recorded (see
-    `PluginHost.failures`) so that `pcnbench plugins` can still list it; with `strict` such a
-    failure raises PluginError, as commands that run suites need.
+    `PluginHost.failures` and `failure_warning`) and skipped: suites that do not use it still
+    run, and a name it may have provided is reported unknown together with the failure. With
+    `strict` such a failure raises PluginError instead. Conflicts between plugins (one name
+    registered by two) always raise.
     """
     host = PluginHost()
     if entry_points:
@@ -242,7 +270,14 @@ def load_plugins(
                     cause=exc,
                 )
                 continue
-            host.add(module, ep.name, dist, version)
+            try:
+                host.add(module, ep.name, dist, version)
+            except PluginError as exc:
+                if strict or ep.name in host.infos:  # a name two distributions use: a conflict
+                    raise
+                host.infos[ep.name] = PluginInfo(
+                    ep.name, dist, version, error=str(exc), cause=exc.__cause__ or exc
+                )
     for name, plugin in extra:
         host.add(plugin, name, "(registered in code)", "")
         host.in_code[name] = importable(plugin)

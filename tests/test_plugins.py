@@ -109,10 +109,14 @@ def test_third_party_method_cannot_shadow_builtin_dense() -> None:
 )
 def test_registering_a_non_method_names_the_plugin(registered: object) -> None:
     with pytest.raises(PluginError) as err:
-        load_plugins(extra=[("sloppy", Registers(registered))], entry_points=False)
+        load_plugins(extra=[("sloppy", Registers(registered))], entry_points=False, strict=True)
     message = str(err.value)
     assert "plugin 'sloppy'" in message
     assert "pcnbench.api.Method" in message
+    # by default the plugin is recorded as failed, with the same message, and skipped
+    host = load_plugins(extra=[("sloppy", Registers(registered))], entry_points=False)
+    (failed,) = host.failures()
+    assert failed.name == "sloppy" and "pcnbench.api.Method" in (failed.error or "")
 
 
 def test_model_registered_as_method_is_rejected() -> None:
@@ -125,7 +129,11 @@ def test_model_registered_as_method_is_rejected() -> None:
             register(Model())
 
     with pytest.raises(PluginError, match=r"plugin 'misfiled' .*pcnbench\.api\.Method"):
-        load_plugins(extra=[("misfiled", Misfiled())], entry_points=False)
+        load_plugins(extra=[("misfiled", Misfiled())], entry_points=False, strict=True)
+    host = load_plugins(extra=[("misfiled", Misfiled())], entry_points=False)
+    assert "wide" not in host.methods and "pcnbench.api.Method" in (
+        host.infos["misfiled"].error or ""
+    )
 
 
 def test_hook_that_raises_names_plugin_hook_and_error() -> None:
@@ -135,12 +143,20 @@ def test_hook_that_raises_names_plugin_hook_and_error() -> None:
             raise RuntimeError("kaboom")
 
     with pytest.raises(PluginError) as err:
-        load_plugins(extra=[("raiser", Raiser())], entry_points=False)
+        load_plugins(extra=[("raiser", Raiser())], entry_points=False, strict=True)
     message = str(err.value)
     assert "plugin 'raiser'" in message
     assert "register_models" in message
     assert "RuntimeError: kaboom" in message
     assert isinstance(err.value.__cause__, RuntimeError)
+    # by default: recorded, warned about, and the other plugins still load
+    host = load_plugins(extra=[("raiser", Raiser())])
+    assert "dense" in host.methods
+    (failed,) = host.failures()
+    assert failed.name == "raiser" and isinstance(failed.cause, RuntimeError)
+    assert "raised in register_models: RuntimeError: kaboom" in (failed.error or "")
+    assert "plugin 'raiser'" in host.failure_warning()
+    assert "register_models: RuntimeError: kaboom" in host.failure_warning()
 
 
 def test_two_plugins_with_one_name_are_rejected() -> None:
@@ -160,8 +176,13 @@ def test_implementing_an_unknown_hook_names_plugin_and_hook() -> None:
         def register_method(self, register) -> None:  # missing "s"
             register(named_method("never"))
 
-    with pytest.raises(PluginError, match="'typo' implements unknown hook 'register_method'"):
-        load_plugins(extra=[("typo", Typo())], entry_points=False)
+    with pytest.raises(
+        PluginError, match=r"plugin 'typo'.* implements unknown hook 'register_method'"
+    ):
+        load_plugins(extra=[("typo", Typo())], entry_points=False, strict=True)
+    host = load_plugins(extra=[("typo", Typo())], entry_points=False)
+    assert "implements unknown hook 'register_method'" in (host.infos["typo"].error or "")
+    assert "never" not in host.methods and not host.pm.has_plugin("typo")
 
 
 def test_hook_with_wrong_signature_is_a_plugin_error() -> None:
@@ -186,23 +207,104 @@ def broken_site(tmp_path: Path) -> Path:
     return site
 
 
-def test_plugin_that_fails_to_import_is_listed_and_stops_validate(broken_site: Path) -> None:
+def test_plugin_that_fails_to_import_is_listed_and_only_warns_for_suites_not_using_it(
+    broken_site: Path,
+) -> None:
     env = env_with(broken_site)
 
     listed = pcnbench_cli("plugins", env=env)
-    assert listed.returncode == 1, listed.stdout + listed.stderr
+    assert listed.returncode == 2, listed.stdout + listed.stderr  # a broken environment
     (broken,) = (row for row in table_rows(listed.stdout) if row[0] == "broken")
     assert broken[1:3] == ["brokenplug", "1.0"]
     assert "import of brokenplug_mod failed: ImportError: boom" in broken[3]
     # the other plugins still load and are listed
     assert {"dense", "models", "datasets"} <= {row[0] for row in table_rows(listed.stdout)}
+    assert "warning: plugin 'broken' (brokenplug 1.0)" in listed.stderr
 
+    # a suite that does not use it runs: one warning on stderr, the plan on stdout
     validated = pcnbench_cli("validate", "suites/quickstart.yaml", env=env)
-    assert validated.returncode == 2
-    assert "plugin 'broken' (brokenplug 1.0)" in validated.stderr
-    assert "ImportError: boom" in validated.stderr
+    assert validated.returncode == 0, validated.stderr
+    (warning,) = validated.stderr.splitlines()
+    assert warning.startswith("warning: plugin 'broken' (brokenplug 1.0): ")
+    assert "import of brokenplug_mod failed: ImportError: boom" in warning
     assert "Traceback" not in validated.stderr + validated.stdout
-    assert validated.stdout == ""  # no plan printed for a suite that cannot run
+    assert "suite 'quickstart'" in validated.stdout
+
+
+def _suite_naming(tmp_path: Path, method: str) -> tuple[Path, bytes]:
+    path = tmp_path / "needs.yaml"
+    path.write_text(BASE_SUITE.replace("  - dense", f"  - {method}"), encoding="utf-8")
+    return path, path.read_bytes()
+
+
+def test_suite_naming_what_a_failed_plugin_may_provide_names_the_plugin(
+    broken_site: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.syspath_prepend(str(broken_site))
+    suite, before = _suite_naming(tmp_path, "brokenmethod")
+    for command in (["validate", str(suite)], ["run", str(suite), "--output", str(tmp_path / "o")]):
+        assert main(command) == 2
+        captured = capsys.readouterr()
+        lines = captured.err.splitlines()
+        assert len(lines) == 2, captured.err  # the warning, then the one error
+        assert lines[0].startswith("warning: plugin 'broken' (brokenplug 1.0)")
+        error = lines[1]
+        assert error.startswith(f"{suite}:10:5: methods[0].name: unknown method 'brokenmethod'")
+        assert "plugin 'broken' (brokenplug 1.0): import of brokenplug_mod failed" in error
+        assert "ImportError: boom" in error and "may be the one providing it" in error
+        assert "Traceback" not in captured.err + captured.out and captured.out == ""
+    assert suite.read_bytes() == before and not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def raising_site(tmp_path: Path) -> Path:
+    """A sys.path entry holding distribution raiseplug 2.0 whose register_methods raises."""
+    site = tmp_path / "raising-site"
+    info = site / "raiseplug-2.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: raiseplug\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text("[pcnbench]\nraiser = raiseplug_mod\n")
+    (site / "raiseplug_mod.py").write_text(
+        "from pcnbench.hookspecs import hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def register_methods(register):\n"
+        '    raise RuntimeError("kaboom")\n'
+    )
+    return site
+
+
+def test_plugin_whose_register_hook_raises_warns_and_fails_only_suites_needing_it(
+    raising_site: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.syspath_prepend(str(raising_site))
+    monkeypatch.setenv("COLUMNS", "250")
+    fine, _ = _suite_naming(tmp_path, "dense")
+    assert main(["validate", str(fine)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "warning: plugin 'raiser' (raiseplug 2.0): plugin 'raiser' raised in register_methods: "
+        "RuntimeError: kaboom; it is skipped, and only suites naming what it provides fail\n"
+    )
+    assert "1 cells" in captured.out
+
+    needs, before = _suite_naming(tmp_path, "fancy")
+    assert main(["validate", str(needs)]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"{needs}:10:5: methods[0].name: unknown method 'fancy'")
+    assert "plugin 'raiser' (raiseplug 2.0): plugin 'raiser' raised in register_methods" in error
+    assert needs.read_bytes() == before
+
+    assert main(["plugins"]) == 2
+    captured = capsys.readouterr()
+    (row,) = (row for row in table_rows(captured.out) if row[0] == "raiser")
+    assert row[1:3] == ["raiseplug", "2.0"] and row[3].startswith("[failed] plugin 'raiser'")
+    assert captured.err.count("warning:") == 1
 
 
 def test_plugins_command_marks_a_failed_plugin(
@@ -210,9 +312,11 @@ def test_plugins_command_marks_a_failed_plugin(
 ) -> None:
     monkeypatch.syspath_prepend(str(broken_site))
     monkeypatch.setenv("COLUMNS", "250")
-    assert main(["plugins"]) == 1
-    (broken,) = (row for row in table_rows(capsys.readouterr().out) if row[0] == "broken")
+    assert main(["plugins"]) == 2
+    captured = capsys.readouterr()
+    (broken,) = (row for row in table_rows(captured.out) if row[0] == "broken")
     assert broken[3].startswith("[failed] import of brokenplug_mod")
+    assert captured.err.count("warning: plugin 'broken' (brokenplug 1.0)") == 1
 
 
 def test_builtins_load_through_entry_points_of_the_pcnbench_distribution() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -50,15 +51,43 @@ class Imagenet(DatasetPlugin):
         """3×224×224 crops; `num_classes` classes."""
         return DataInfo(input_shape=(3, 224, 224), num_classes=params.num_classes)
 
+    def prepare(self, params: ImagenetParams) -> None:
+        """Check the folder layout (train and val class folders) without reading any image."""
+        self.check_layout(params)
+
+    def check_layout(self, params: ImagenetParams) -> tuple[Path, Path]:
+        """(train, val) folders, once both hold the same `num_classes` class folders."""
+        root = Path(params.root)
+        train_dir, val_dir = root / "train", root / "val"
+        classes = []
+        for folder in (train_dir, val_dir):
+            if not folder.is_dir():
+                raise DatasetMissingError(f"imagenet: no folder {folder}; {_LAYOUT}.")
+            # the class folders as ImageFolder finds them: every subfolder, sorted by name
+            classes.append(sorted(e.name for e in os.scandir(folder) if e.is_dir()))
+        train, val = classes
+        if not train:
+            raise DatasetMissingError(f"imagenet: no class folders in {train_dir}; {_LAYOUT}.")
+        if val != train:
+            # ImageFolder numbers classes by sorted folder name, so differing sets shift labels.
+            only_train = sorted(set(train) - set(val))
+            only_val = sorted(set(val) - set(train))
+            raise DatasetMissingError(
+                f"imagenet: class folders differ between {train_dir} and {val_dir} "
+                f"(only in train: {only_train[:5]}, only in val: {only_val[:5]}); {_LAYOUT}."
+            )
+        if len(train) != params.num_classes:
+            raise ParamError(
+                "num_classes",
+                f"is {params.num_classes} but {train_dir} holds {len(train)} class folders",
+            )
+        return train_dir, val_dir
+
     def load(self, params: ImagenetParams) -> FolderSplits:
         """Index the class folders; train is augmented, test and calibration are center crops."""
         from torchvision import datasets, transforms
 
-        root = Path(params.root)
-        train_dir, val_dir = root / "train", root / "val"
-        for folder in (train_dir, val_dir):
-            if not folder.is_dir():
-                raise DatasetMissingError(f"imagenet: no folder {folder}; {_LAYOUT}.")
+        train_dir, val_dir = self.check_layout(params)
         normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         train_transform = transforms.Compose(
             [
@@ -76,19 +105,6 @@ class Imagenet(DatasetPlugin):
             test = datasets.ImageFolder(str(val_dir), transform=eval_transform)
         except FileNotFoundError as error:
             raise DatasetMissingError(f"imagenet: {error}; {_LAYOUT}.") from None
-        if test.classes != train.classes:
-            # ImageFolder numbers classes by sorted folder name, so differing sets shift labels.
-            only_train = sorted(set(train.classes) - set(test.classes))
-            only_val = sorted(set(test.classes) - set(train.classes))
-            raise DatasetMissingError(
-                f"imagenet: class folders differ between {train_dir} and {val_dir} "
-                f"(only in train: {only_train[:5]}, only in val: {only_val[:5]}); {_LAYOUT}."
-            )
-        if len(train.classes) != params.num_classes:
-            raise ParamError(
-                "num_classes",
-                f"is {params.num_classes} but {train_dir} holds {len(train.classes)} class folders",
-            )
         # A shallow copy shares the indexed file list, sparing a second scan of 1.28M files.
         calibration = copy.copy(train)
         calibration.transform = eval_transform

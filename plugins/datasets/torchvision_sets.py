@@ -66,36 +66,74 @@ class TorchvisionDataset(DatasetPlugin):
         """The directory torchvision reads the files from."""
         return Path(params.root) / self.subfolder
 
+    def missing(self, params: TorchvisionParams) -> list[str]:
+        """The files torchvision reads that are not in `folder(params)`."""
+        folder = self.folder(params)
+        return [name for name in self.files if not (folder / name).is_file()]
+
+    def prepare(self, params: TorchvisionParams) -> None:
+        """Download absent files if `download` is set, then open the test split once.
+
+        Opening runs torchvision's own checks (CIFAR: md5 sums of every file), so absent,
+        corrupt or undownloadable data is reported once, before any cell trains.
+        """
+        missing = self.missing(params)
+        if missing and not params.download:
+            raise DatasetMissingError(self._absent(params, missing))
+        if missing:
+            self._open(params, train=True, download=True)
+        self._open(params, train=False, download=False)
+
     def load(self, params: TorchvisionParams) -> TensorSplits:
         """Load both splits (downloading first if `download` is set) as float tensors in [0, 1]."""
-        folder = self.folder(params)
-        missing = [name for name in self.files if not (folder / name).is_file()]
+        missing = self.missing(params)
         if missing and not params.download:
-            raise DatasetMissingError(
-                f"{self.name}: files not found in {folder}: missing {', '.join(missing)}. "
-                f"Set `download: true` in the suite's dataset params, or place {self.source} there."
-            )
+            raise DatasetMissingError(self._absent(params, missing))
         x_train, y_train = self._read(params, train=True)
         x_test, y_test = self._read(params, train=False)
         mean, std = channel_stats(x_train)
         return TensorSplits(x_train, y_train, x_test, y_test, mean, std)
 
-    def _read(self, params: TorchvisionParams, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
+    def _absent(self, params: TorchvisionParams, missing: list[str]) -> str:
+        return (
+            f"{self.name}: files not found in {self.folder(params)}: missing "
+            f"{', '.join(missing)}. Set `download: true` in the suite's dataset params, or "
+            f"place {self.source} there."
+        )
+
+    def _open(self, params: TorchvisionParams, train: bool, download: bool) -> Any:
+        """The torchvision dataset of one split; its failures become DatasetMissingError."""
         import torchvision.datasets
 
         dataset_class = getattr(torchvision.datasets, self.torchvision_class)
-        # Only the first split downloads; the second finds the files in place.
-        download = params.download and train
         try:
-            dataset = dataset_class(root=params.root, train=train, download=download)
+            return dataset_class(root=params.root, train=train, download=download)
         except _TORCHVISION_FAILURES as error:
-            action = "download into" if download else "read the files in"
-            raise DatasetMissingError(
-                f"{self.name}: torchvision could not {action} {self.folder(params)} ({error}). "
-                f"Check the network, or delete the folder and set `download: true` in the "
-                f"suite's dataset params, or place {self.source} there."
-            ) from None
+            folder = self.folder(params)
+            if download:
+                advice = (
+                    f"downloading into {folder} failed ({error}); are you offline? Run again with "
+                    f"network access, or place {self.source} there."
+                )
+            elif params.download:
+                advice = (
+                    f"torchvision could not read the files in {folder} ({error}). Delete the "
+                    f"folder so that `download: true` fetches them again, or place {self.source} "
+                    "there."
+                )
+            else:
+                advice = (
+                    f"torchvision could not read the files in {folder} ({error}). Delete the "
+                    "folder and set `download: true` in the suite's dataset params, or place "
+                    f"{self.source} there."
+                )
+            raise DatasetMissingError(f"{self.name}: {advice}") from None
+
+    def _read(self, params: TorchvisionParams, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        # Only the first split downloads; the second finds the files in place.
+        dataset = self._open(params, train, download=params.download and train)
         x = self.to_images(dataset.data)
         y = torch.as_tensor(dataset.targets, dtype=torch.int64)
         return x, y
