@@ -14,6 +14,11 @@ from pcnbench.recipe import Recipe
 from pcnbench.yamlsrc import KeyPath, Source
 
 AXES = ("datasets", "models", "methods")
+MAX_CELLS = 100_000  # default bound on a suite's cells, checked before any grid is expanded
+MAX_SEEDS = 10_000  # the most seeds `seeds: N` may ask for
+MAX_NAME = 100  # a suite's name becomes a folder name (reports/<name>)
+MAX_PATH_PART = 255  # bytes in one file or folder name on common file systems
+MAX_RULES = 1_000  # exclude rules of one list (each is tried against every cell or grid point)
 
 
 class _Strict(BaseModel):
@@ -25,7 +30,7 @@ class Entry(_Strict):
 
     name: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    exclude: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_RULES)
 
     @model_validator(mode="before")
     @classmethod
@@ -73,13 +78,13 @@ class Checkpoints(_Strict):
 class Suite(_Strict):
     """A whole suite: the matrix (datasets × models × methods × seeds) and one recipe."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME)
     description: str = ""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     datasets: list[Entry] = Field(min_length=1)
     models: list[Entry] = Field(min_length=1)
     methods: list[Entry] = Field(min_length=1)
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    exclude: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_RULES)
     recipe: Recipe
     device: str = "auto"
     deterministic: bool = False
@@ -88,6 +93,7 @@ class Suite(_Strict):
     resources: Resources = Field(default_factory=Resources)
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     output: str | None = None
+    max_cells: int = Field(default=MAX_CELLS, ge=1)  # more cells than this is refused
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -96,6 +102,8 @@ class Suite(_Strict):
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError(f"a seed count must be ≥ 1 (got {value})")
+            if value > MAX_SEEDS:
+                raise ValueError(f"a seed count must be ≤ {MAX_SEEDS:,} (got {value:,})")
             return list(range(value))
         return value
 
@@ -104,6 +112,24 @@ class Suite(_Strict):
     def _unique_seeds(cls, value: list[int]) -> list[int]:
         if len(set(value)) != len(value):
             raise ValueError(f"seeds must be distinct (got {value})")
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("must name a folder (got an empty path)")
+        if "\0" in value:
+            raise ValueError("must not contain a NUL character")
+        for part in re.split(r"[/\\]", value):
+            size = len(part.encode("utf-8", "surrogatepass"))
+            if size > MAX_PATH_PART:
+                raise ValueError(
+                    f"each folder name in the path must be at most {MAX_PATH_PART} bytes "
+                    f"(got one of {size} bytes: '{part[:20]}…')"
+                )
         return value
 
     @field_validator("device")
@@ -176,12 +202,14 @@ def pydantic_error(
     message = re.sub(r"^Input is", "is", message)
     message = re.sub(r"^String should", "must", message)
     message = re.sub(r"^List should", "must", message)
+    message = message.replace(" after validation, not ", ", not ")
     match = _VALUE_PATH.match(message)
     if match and kind == "value_error":
         extra = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match[1]) if p)
         path, message = (*path, *extra), match[2]
     if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], dict):
-        message += f" (got {err['input']!r})"
+        got = repr(err["input"])
+        message += f" (got {got if len(got) <= 80 else got[:60] + '…'})"
     return source.error(path, message)
 
 
@@ -197,6 +225,7 @@ def parse_suite(source: Source) -> Suite:
 
 __all__ = [
     "AXES",
+    "MAX_CELLS",
     "Checkpoints",
     "Entry",
     "ExecutorSpec",

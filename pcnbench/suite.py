@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, expand
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.recipe import Recipe
-from pcnbench.schema import AXES, Entry, Suite, parse_suite, pydantic_error
+from pcnbench.schema import AXES, MAX_CELLS, Entry, Suite, parse_suite, pydantic_error
 from pcnbench.yamlsrc import KeyPath, Source, load_source, load_text
 
 
@@ -51,13 +52,60 @@ class LoadedSuite:
         return Path(self.suite.output) if self.suite.output else Path("reports") / self.suite.name
 
 
+def grid_size(entry: Entry) -> int:
+    """How many grid points an entry's list-valued params make, before its exclude rules."""
+    return math.prod(len(v) if isinstance(v, list) else 1 for v in entry.params.values())
+
+
+def _grid_factors(entry: Entry) -> str:
+    """The list-valued params of an entry and their lengths, e.g. `lr 10 × wd 100`."""
+    lists = [f"{k} {len(v):,}" for k, v in entry.params.items() if isinstance(v, list)]
+    return " × ".join(lists) or "no lists"
+
+
+def check_size(suite: Suite, source: Source) -> int:
+    """Count the suite's cells arithmetically (no grid expanded); refuse more than max_cells."""
+    sizes = {axis: [grid_size(e) for e in getattr(suite, axis)] for axis in AXES}
+    counts = {axis: sum(s) for axis, s in sizes.items()}
+    total = math.prod(counts.values()) * len(suite.seeds)
+    if total <= suite.max_cells:
+        return total
+    factors = " × ".join(f"{axis} {counts[axis]:,}" for axis in AXES)
+    axis, i = max(
+        ((a, j) for a in AXES for j in range(len(sizes[a]))), key=lambda x: sizes[x[0]][x[1]]
+    )
+    entry = getattr(suite, axis)[i]
+    at: KeyPath = ("max_cells",) if "max_cells" in source.data else ()
+    raise source.error(
+        at,
+        f"the suite expands to {total:,} cells ({factors} × seeds {len(suite.seeds):,}, "
+        f"before exclude rules), more than max_cells {suite.max_cells:,}; the largest grid is "
+        f"{axis}[{i}] ('{entry.name}', {sizes[axis][i]:,} points: {_grid_factors(entry)}). "
+        f"Shorten the lists, or set max_cells: {total} in the suite if you mean it",
+        key=bool(at),
+    )
+
+
 def resolve_axis(
-    axis: str, entries: list[Entry], registry: Any, source: Source, recipe: Recipe
+    axis: str,
+    entries: list[Entry],
+    registry: Any,
+    source: Source,
+    recipe: Recipe,
+    *,
+    limit: int = MAX_CELLS,
 ) -> list[Choice]:
     """Expand each entry's list-valued params into a grid and validate every point."""
     choices: list[Choice] = []
     for i, entry in enumerate(entries):
         base: KeyPath = (axis, i)
+        points = grid_size(entry)
+        if points > limit:
+            raise source.error(
+                (*base, "params"),
+                f"this entry's grid has {points:,} points ({_grid_factors(entry)}), more than "
+                f"max_cells {limit:,}; shorten the lists",
+            )
         if entry.name not in registry:
             raise source.error((*base, "name"), registry.unknown_message(entry.name))
         plugin = registry.get(entry.name)
@@ -205,7 +253,7 @@ def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
                 where,
                 f"model '{m.name}' does not work with dataset '{d.name}' (input "
                 f"{tuple(info.input_shape)}, {info.num_classes} classes): "
-                f"{type(exc).__name__}: {exc}",
+                f"{type(exc).__name__}: {_first_line(exc)}",
             ) from None
         if tuple(out.shape) != (2, info.num_classes):
             raise source.error(
@@ -238,12 +286,20 @@ def _check_method_on_model(
         ) from exc
 
 
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, at most `limit` characters long."""
+    # torch appends whole C++ backtraces to some messages
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _plugin_failed(registry: Any, name: str, call: str, exc: Exception) -> str:
     """Say that a plugin's validation call raised something other than ParamError."""
     plugin = registry.plugin_of(name)
     return (
         f"{registry.kind} '{name}' (plugin '{plugin}') raised {type(exc).__name__} in {call}:"
-        f" {exc} (plugins reject values with pcnbench.api.ParamError(key, message))"
+        f" {_first_line(exc)} (plugins reject values with pcnbench.api.ParamError(key, message))"
     )
 
 
@@ -251,13 +307,21 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
     """Load, validate and resolve a suite file against the loaded plugins (a PluginHost)."""
     if text is None:
         source = load_source(path)
-        raw_text = Path(path).read_text(encoding="utf-8")
+        raw_text = source.text
     else:
         source = load_text(text, str(path))
         raw_text = text
     suite = parse_suite(source)
+    check_size(suite, source)
     resolved = {
-        axis: resolve_axis(axis, getattr(suite, axis), getattr(host, axis), source, suite.recipe)
+        axis: resolve_axis(
+            axis,
+            getattr(suite, axis),
+            getattr(host, axis),
+            source,
+            suite.recipe,
+            limit=suite.max_cells,
+        )
         for axis in AXES
     }
     loaded = LoadedSuite(
@@ -293,4 +357,4 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
     return loaded
 
 
-__all__ = ["LoadedSuite", "SuiteError", "load_suite", "resolve_axis"]
+__all__ = ["LoadedSuite", "SuiteError", "check_size", "grid_size", "load_suite", "resolve_axis"]
