@@ -36,22 +36,46 @@ def _console(stderr: bool = False, wide: bool = False) -> Any:
     return console
 
 
-def _load(path: str, *, need_plugins: bool = True) -> tuple[Any, Any]:
+def _plugins() -> Any:
+    """The plugins; one warning line on stderr per plugin that failed to load (it is skipped)."""
     from pcnbench.manager import load_plugins
+
+    host = load_plugins()
+    warning = host.failure_warning()
+    if warning:  # said once; a suite naming what a failed plugin provides fails as unknown
+        print(warning, file=sys.stderr)
+    return host
+
+
+def _load(path: str) -> tuple[Any, Any]:
     from pcnbench.suite import load_suite
 
-    host = load_plugins(strict=need_plugins)
+    host = _plugins()
     return load_suite(path, host), host
 
 
 def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any) -> None:
     todo_ids = {c.id for c in todo} if todo is not None else None
-    out.print(f"suite '{loaded.name}' ({loaded.file}): {len(cells)} cells")
+    out.print(
+        f"suite '{loaded.name}' ({loaded.file}) trains {_epochs(cells)}: {len(cells)} cells",
+        markup=False,
+    )
+    lines = []
     for cell in cells:
         mark = ""
         if todo_ids is not None:
             mark = "  [run]" if cell.id in todo_ids else "  [done, skip]"
-        out.print(f"{cell.id}  {cell.label}{mark}", markup=False, soft_wrap=True)
+        lines.append(f"{cell.id}  {cell.label}{mark}")
+    if lines:  # one print: rich is slow line by line on a large matrix
+        out.print("\n".join(lines), markup=False, soft_wrap=True)
+
+
+def _epochs(cells: list) -> str:
+    """The training a list of cells asks for, so that a typo like epochs: 1000000000 shows."""
+    per = {c.recipe.epochs for c in cells}
+    each = f"recipe.epochs {per.pop():,}" if len(per) == 1 else "its recipe.epochs"
+    total = sum(c.recipe.epochs for c in cells)
+    return f"at least {total:,} epochs ({len(cells):,} cells × {each}; methods may fine-tune more)"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -121,17 +145,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor=args.executor,
         address=args.address,
         threads=args.threads,
+        # said once, as the run starts; the run's environment records it too
+        warn=lambda message: print(message, file=sys.stderr),
     )
     if args.dry_run:
         cells, todo = runner.plan(args.only, args.force)
         _print_plan(loaded, cells, todo, out)
-        out.print(f"{len(todo)} to run, {len(cells) - len(todo)} already done → {runner.output}")
+        out.print(
+            f"{len(todo)} to run, {len(cells) - len(todo)} already done → {runner.output}; "
+            f"training {_epochs(todo)}",
+            markup=False,
+        )
         return EXIT_OK
     if not select(loaded.cells, args.only):
         raise SuiteError(f"--only {args.only!r} matches no cell", file=loaded.file)
-    warning = runner.load(args.only, args.force).warning()
-    if warning:  # said once, as the run starts; the run's environment records it too
-        print(warning, file=sys.stderr)
     with Progress(
         TextColumn("{task.description}", markup=False),
         BarColumn(),
@@ -142,15 +169,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         disable=args.quiet,
     ) as progress:
         runner.progress = progress
-        summary = runner.run(only=args.only, force=args.force)
-    store = Store(runner.output / "results.db")
+        summary = runner.run(only=args.only, force=args.force, mix_suites=args.mix_suites)
+    store = Store(runner.output / "results.db", readonly=True)
     _summary(store.results_frame(), set(summary.selected), _console(wide=True))
     store.close()
     index = runner.output / "index.html"
+    reported = True
     if not summary.done and not summary.failed and index.is_file():
         out.print(f"report: {index} (nothing new to report)", markup=False)
     elif not args.no_report:
-        _report(runner.output, host, out)
+        reported = _report(runner.output, host, out)
     out.print(
         f"{len(summary.done)} trained, {summary.skipped} already done, "
         f"{len(summary.failed)} failed → {runner.output / 'results.db'}"
@@ -161,33 +189,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.failed:
         out.print(f"failed cells: {', '.join(summary.failed)} (see `pcnbench results`)")
         return EXIT_FAILED_CELLS
-    return EXIT_OK
+    return EXIT_OK if reported else EXIT_USAGE  # an incomplete report is not a success
 
 
-def _report(output: Path, host: Any, out: Any) -> bool:
-    """Build the report of `output`; a failing reporter is a warning, results stay stored."""
+def _report(output: Path, host: Any, out: Any, target: Path | None = None) -> bool:
+    """Build the report of `output` (into `target`); False, said on stderr, if incomplete.
+
+    The results stay stored whatever happens to the report.
+    """
     from pcnbench.report import ReportError, build_report
 
     try:
-        build_report(output, host)
+        build_report(output, host, target)
     except ReportError as exc:
-        out.print(f"report incomplete: {exc}", markup=False)
+        print(f"error: report incomplete: {exc}", file=sys.stderr)
         return False
-    out.print(f"report: {output / 'index.html'}", markup=False)
+    except PcnbenchError as exc:  # a full disk, a read-only folder, a damaged database
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    out.print(f"report: {(target or output) / 'index.html'}", markup=False)
     return True
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Build the report from a results database."""
-    from pcnbench.manager import load_plugins
-
     output = Path(args.dir)
     if output.is_file():
         output = output.parent
     if not (output / "results.db").is_file():
         raise PcnbenchError(f"no results database at {output / 'results.db'} (run a suite first)")
-    ok = _report(output, load_plugins(), _console())
-    return EXIT_OK if ok else EXIT_FAILED_CELLS
+    target = Path(args.output) if args.output else None
+    ok = _report(output, _plugins(), _console(), target)
+    return EXIT_OK if ok else EXIT_USAGE
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -211,7 +244,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         registers = f"[failed] {info.error}" if info.error else "; ".join(parts)
         table.add_row(*(Text(c) for c in (info.name, info.distribution, info.version, registers)))
     _console().print(table)
-    return EXIT_FAILED_CELLS if host.failures() else EXIT_OK
+    warning = host.failure_warning()
+    if warning:  # a broken environment: exit 2 (1 is for cells that ran and failed)
+        print(warning, file=sys.stderr)
+    return EXIT_USAGE if warning else EXIT_OK
 
 
 def _markdown(frame: Any) -> str:
@@ -230,12 +266,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     """Print stored results, one row per result."""
     from pcnbench.store import Store
 
+    store = Store.open_existing(args.dir)  # read-only: creates and changes nothing
     try:
-        store = Store.open_existing(args.dir)
-    except FileNotFoundError as exc:
-        raise PcnbenchError(f"{exc} (run a suite first, or pass its output directory)") from None
-    frame = store.results_frame()
-    store.close()
+        frame = store.results_frame()
+    finally:
+        store.close()
     if args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif args.format == "json":
@@ -314,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="retrain cells already done")
     run.add_argument("--only", metavar="PATTERN", help="only cells whose id or label matches")
     run.add_argument("--output", metavar="DIR", help="results directory (default reports/<name>)")
+    run.add_argument(
+        "--mix-suites",
+        action="store_true",
+        help="allow writing into an output folder that holds another suite's results",
+    )
     run.add_argument("--device", help="override the suite's device (auto, cpu, cuda, cuda:N)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
@@ -359,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="build the HTML report, tables and figures of a run")
     rep.add_argument("dir", help="a suite's output directory (or its results.db)")
+    rep.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write the report here (default: beside results.db; e.g. when that is read-only)",
+    )
     rep.set_defaults(func=cmd_report)
 
     env = sub.add_parser("env", help="what this machine can meter, and how")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from pcnbench.errors import PcnbenchError
 from pcnbench.jobs import Job, Outcome, WorkerConfig, usable_cores
 from pcnbench.lock import OutputLock
 from pcnbench.manager import PluginHost
+from pcnbench.output import check_output
+from pcnbench.prepare import prepare_datasets
 from pcnbench.provenance import environment
 from pcnbench.store import Store
 from pcnbench.suite import LoadedSuite
@@ -142,6 +145,7 @@ class Runner:
         executor: str | None = None,
         address: str | None = None,
         threads: int | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         if jobs is not None and jobs < 1:
             raise PcnbenchError(f"--jobs must be ≥ 1 (got {jobs})")
@@ -159,13 +163,19 @@ class Runner:
         self.executor_name = executor or loaded.suite.executor.name
         self.address = address
         self.threads = threads  # torch threads per cell process; None: threads_for's default
-        self._load: MachineLoad | None = None
+        self.warn = warn  # says a warning about the run to the user (None: keep quiet)
 
     def plan(self, only: str | None = None, force: bool = False) -> tuple[list[Cell], list[Cell]]:
         """(selected cells, those of them that will train) given stored statuses."""
         cells = select(self.loaded.cells, only)
         db = self.output / "results.db"
-        statuses = Store(db).statuses() if db.exists() else {}
+        statuses: dict[str, str] = {}
+        if db.exists():  # read-only: planning never creates or migrates a database
+            store = Store(db, readonly=True)
+            try:
+                statuses = store.statuses()
+            finally:
+                store.close()
         todo = [c for c in cells if force or statuses.get(c.id) != "done"]
         return cells, todo
 
@@ -198,15 +208,10 @@ class Runner:
             plugins_in_code=tuple(self.host.in_code.items()),
         )
 
-    def load(self, only: str | None = None, force: bool = False) -> MachineLoad:
-        """The machine's load as this run starts (read once, the first time it is asked for)."""
-        if self._load is None:
-            job = self.job(self.plan(only, force)[1])
-            processes = (
-                max(1, min(job.jobs, len(job.cells))) if self.executor_name == "local" else 1
-            )
-            self._load = machine_load(job.config.threads_for(processes), processes)
-        return self._load
+    def machine_load(self, job: Job) -> MachineLoad:
+        """The machine's load as `job` starts, against the threads its cells will use here."""
+        processes = max(1, min(job.jobs, len(job.cells))) if self.executor_name == "local" else 1
+        return machine_load(job.config.threads_for(processes), processes)
 
     def job(self, todo: list[Cell]) -> Job:
         """The run as an executor sees it: the cells, the process settings, the suite's knobs.
@@ -228,12 +233,17 @@ class Runner:
             groups={c.id: execution.trunk_group(c) for c in todo} if self.share else {},
         )
 
-    def run(self, *, only: str | None = None, force: bool = False) -> RunSummary:
+    def run(
+        self, *, only: str | None = None, force: bool = False, mix_suites: bool = False
+    ) -> RunSummary:
         """Run every selected cell that is not done yet (all of them with `force`).
 
-        Holds the output directory's lock for the whole run: a second run on the same
-        directory refuses, naming this one's pid.
+        Refuses, before writing anything, an output that is a file or a folder that is not this
+        suite's (`check_output`; `mix_suites` lets another suite's folder in). Holds the output
+        directory's lock for the whole run: a second run on the same directory refuses, naming
+        this one's pid.
         """
+        check_output(self.output, self.loaded.name, mix_suites=mix_suites)
         if self.executor_name not in self.host.executors:
             raise PcnbenchError(
                 f"--executor: {self.host.executors.unknown_message(self.executor_name)}"
@@ -243,6 +253,10 @@ class Runner:
             cells, todo = self.plan(only, force)
             job = self.job(todo)
             executor.check(job)
+            prepare_datasets(self.loaded, self.host, todo)  # once each, before any cell trains
+            load = self.machine_load(job)
+            if load.warning() and self.warn is not None:  # said once, as the run starts
+                self.warn(load.warning())
             if force:
                 for cell in todo:  # --force retrains from scratch, not from a checkpoint
                     execution.clear_checkpoint(self.output, cell.id)
@@ -253,7 +267,7 @@ class Runner:
             execution.provide_host(job.config, self.host)
             store = Store(self.output / "results.db")
             env = environment(self.loaded.file)
-            env.update(self.load(only, force).as_environment())
+            env.update(load.as_environment())
             run_id = store.begin_run(
                 self.loaded.name,
                 self.loaded.file,

@@ -114,7 +114,7 @@ def test_ctrl_c_keeps_finished_cells_and_marks_the_current_one_interrupted(
     assert [c.method.name for c in plan[1]] == ["boom"]
 
 
-def test_missing_dataset_fails_its_cells_with_a_clear_message_and_exit_1(
+def test_missing_dataset_stops_the_run_before_any_cell_with_one_message_and_exit_2(
     write_suite, tmp_path, capsys
 ):
     text = BASE_SUITE.replace(
@@ -122,12 +122,11 @@ def test_missing_dataset_fails_its_cells_with_a_clear_message_and_exit_1(
         f"- name: mnist\n    params: {{root: {tmp_path / 'nodata'}, download: false}}",
     )
     out = tmp_path / "out"
-    assert run_cli(str(write_suite(text)), "--output", str(out)) == 1
-    capsys.readouterr()
-    main(["results", str(out), "--format", "csv"])
-    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert list(frame["status"]) == ["failed"]
-    assert "download: true" in frame["error"][0] and "Traceback" not in frame["error"][0]
+    assert run_cli(str(write_suite(text)), "--output", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "datasets[0]: mnist: files not found in" in err and "nodata" in err
+    assert "download: true" in err and "Traceback" not in err
+    assert not (out / "results.db").exists()  # checked before any cell trained
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "markdown", "table"])
