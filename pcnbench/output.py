@@ -58,6 +58,10 @@ def check_output(output: Path, suite: str, *, mix_suites: bool = False) -> None:
         raise OutputFolderError(
             f"output folder {output}: permission denied reading {where}; {_ADVICE}"
         ) from None
+    except OSError as exc:  # a name too long, a loop of links, an I/O error: say which
+        raise OutputFolderError(
+            f"output folder {output} cannot be used ({exc.strerror or exc}); {_ADVICE}"
+        ) from None
 
 
 def _check(output: Path, suite: str, mix_suites: bool) -> None:

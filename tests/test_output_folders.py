@@ -175,3 +175,27 @@ def test_a_held_lock_refuses_and_its_release_lets_the_next_one_take_a_fresh_file
             OutputLock(tmp_path / "out").acquire()
     os.close(stale)
     assert not first.path.exists()
+
+
+def test_an_output_name_too_long_for_the_file_system_is_one_clear_error(
+    write_suite, tmp_path, capsys
+) -> None:
+    out = tmp_path / ("x" * 300)
+    assert main(["run", str(write_suite(BASE_SUITE)), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be used (File name too long)" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.yaml"]
+
+
+def test_an_os_error_no_check_foresaw_is_one_line_naming_the_file(monkeypatch, capsys) -> None:
+    import errno
+
+    import pcnbench.cli as cli
+
+    def refuse(args: object) -> int:
+        raise OSError(errno.EIO, "Input/output error", "/mnt/disk/results.db")
+
+    monkeypatch.setattr(cli, "cmd_env", refuse)
+    assert main(["env"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: Input/output error (/mnt/disk/results.db)\n"
