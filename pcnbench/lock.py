@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pcnbench.errors import PcnbenchError
-from pcnbench.output import OutputFolderError
+from pcnbench.output import LOCK_NAME, WRITABLE_ADVICE, OutputFolderError, not_a_folder
 
 __all__ = ["OutputLock", "OutputLockedError"]
 
@@ -28,7 +28,7 @@ class OutputLock:
     """
 
     def __init__(self, output: str | Path) -> None:
-        self.path = Path(output) / ".pcnbench.lock"
+        self.path = Path(output) / LOCK_NAME
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -42,21 +42,18 @@ class OutputLock:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
-            raise OutputFolderError(
-                f"output {folder} is a file, not a folder; pick an empty or new folder"
-            ) from None
+            raise not_a_folder(folder) from None
         except OSError as exc:
             raise OutputFolderError(
                 f"output folder {folder} cannot be created ({exc.strerror}: {exc.filename}); "
-                "pick a folder you can write (--output DIR or the suite's `output:`)"
+                + WRITABLE_ADVICE
             ) from None
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise OutputFolderError(
-                    f"output folder {folder} cannot be written ({exc.strerror}); "
-                    "pick a folder you can write (--output DIR or the suite's `output:`)"
+                    f"output folder {folder} cannot be written ({exc.strerror}); " + WRITABLE_ADVICE
                 ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

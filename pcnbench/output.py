@@ -13,13 +13,22 @@ from pathlib import Path
 
 from pcnbench.errors import PcnbenchError
 
-__all__ = ["OutputFolderError", "check_output", "suites_in"]
+__all__ = [
+    "LOCK_NAME",
+    "WRITABLE_ADVICE",
+    "OutputFolderError",
+    "check_output",
+    "not_a_folder",
+    "suites_in",
+]
 
 LOCK_NAME = ".pcnbench.lock"
 DB_NAME = "results.db"
 # what a run may have written before results.db exists (a run killed that early)
 _BEFORE_DB = {LOCK_NAME}
-_ADVICE = "pick an empty or new folder (--output DIR or the suite's `output:`)"
+_WHERE = "(--output DIR or the suite's `output:`)"
+_ADVICE = f"pick an empty or new folder {_WHERE}"
+WRITABLE_ADVICE = f"pick a folder you can write {_WHERE}"
 
 
 class OutputFolderError(PcnbenchError):
@@ -49,6 +58,11 @@ def _first_existing(path: Path) -> Path:
     return probe
 
 
+def not_a_folder(output: Path) -> OutputFolderError:
+    """The error for an output that is a file."""
+    return OutputFolderError(f"output {output} is a file, not a folder; {_ADVICE}")
+
+
 def check_output(output: Path, suite: str, *, mix_suites: bool = False) -> None:
     """Raise OutputFolderError unless `output` may receive suite `suite`'s results."""
     try:
@@ -66,7 +80,7 @@ def check_output(output: Path, suite: str, *, mix_suites: bool = False) -> None:
 
 def _check(output: Path, suite: str, mix_suites: bool) -> None:
     if output.is_file() or (output.exists() and not output.is_dir()):
-        raise OutputFolderError(f"output {output} is a file, not a folder; {_ADVICE}")
+        raise not_a_folder(output)
     if output.is_symlink() and not output.exists():
         raise OutputFolderError(f"output {output} is a broken link; {_ADVICE}")
     if not output.exists():
