@@ -27,7 +27,7 @@ from pcnbench.contracts import (
     TensorSplits,
 )
 from pcnbench.data import derive_seed
-from pcnbench.errors import DatasetMissingError, ParamError, PcnbenchError
+from pcnbench.errors import DatasetMissingError, HaltError, ParamError, PcnbenchError
 from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig
 from pcnbench.layers import Patterns, layer_names, select_layers
 from pcnbench.manager import load_plugins
@@ -52,6 +52,7 @@ __all__ = [
     "Executor",
     "ExecutorEvents",
     "FolderSplits",
+    "HaltError",
     "Job",
     "Locator",
     "MaskEnforcer",

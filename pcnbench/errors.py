@@ -62,5 +62,13 @@ class StoreError(PcnbenchError):
     """A results database that cannot be opened, read or written (damaged, read-only, absent)."""
 
 
-class DiskFullError(PcnbenchError):
+class HaltError(PcnbenchError):
+    """The machine cannot go on (no space left, a device gone): the whole run stops.
+
+    Raised while a cell runs, it is not the cell's fault: the cell is stored as interrupted
+    (the next run retries it), no further cell starts, and the command exits with code 2.
+    """
+
+
+class DiskFullError(HaltError):
     """No space left on device while writing a file; what was committed before it is kept."""
