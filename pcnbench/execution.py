@@ -21,7 +21,7 @@ from typing import Any
 import pcnbench
 from pcnbench.cells import Cell, cell_config
 from pcnbench.checkpoint import CellCheckpoint
-from pcnbench.errors import PcnbenchError
+from pcnbench.errors import HaltError, PcnbenchError
 from pcnbench.jobs import Outcome, WorkerConfig
 from pcnbench.manager import PluginHost, load_plugins, rebuild
 from pcnbench.metering import MeterSet, apportion_estimates, reading_columns
@@ -272,6 +272,9 @@ class CellContext:
                 apportion_estimates(session.results, readings, window_s)
         except KeyboardInterrupt:
             raise
+        except HaltError as exc:
+            # the machine, not the cell: the driver stores it as interrupted and stops the run
+            return Outcome("halted", error=str(exc), wall_time_s=time.perf_counter() - started)
         except Exception as exc:
             # pcnbench's own errors (a diverged training, a model it cannot record) say what
             # went wrong in words; anything else is a bug somewhere and keeps its traceback

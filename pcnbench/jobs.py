@@ -60,7 +60,7 @@ class WorkerConfig:
 class Outcome:
     """What running one cell produced, in any process: the driver stores it."""
 
-    status: str  # done | failed
+    status: str  # done | failed | halted (the machine cannot go on: the run stops, see HaltError)
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     epochs: list[Any] = field(default_factory=list)  # EpochRecords

@@ -16,7 +16,7 @@ from typing import Any
 
 from pcnbench import execution
 from pcnbench.cells import Cell, select
-from pcnbench.errors import PcnbenchError
+from pcnbench.errors import HaltError, PcnbenchError
 from pcnbench.jobs import Job, Outcome, WorkerConfig, usable_cores
 from pcnbench.lock import OutputLock
 from pcnbench.manager import PluginHost
@@ -285,6 +285,11 @@ class Runner:
                 summary.interrupted = True
                 status = "interrupted"
                 driver.interrupted()
+            except HaltError as exc:
+                # the machine cannot go on (disk full): cells still running are retried next run
+                status = "interrupted"
+                driver.interrupted(f"the run stopped: {exc}")
+                raise
             except Exception:
                 status = "failed"
                 raise
@@ -332,6 +337,15 @@ class _Driver:
             self.bars.remove_task(task)
             self.bars.advance(self.suite_task)
         cell = self.cells[cell_id]
+        if outcome.status == "halted":  # not the cell's fault: retried, and the run stops
+            self.store.finish_cell(
+                cell.id,
+                "interrupted",
+                error=f"{outcome.error} (the run stopped here; the next run retries this cell)",
+                wall_time_s=outcome.wall_time_s,
+            )
+            self.runner.host.hook.on_cell_end(cell=cell, status="interrupted", results=[])
+            raise HaltError(outcome.error or "the machine could not go on")
         self.store.finish_cell(
             cell.id,
             outcome.status,
@@ -348,17 +362,23 @@ class _Driver:
         if ok:
             execution.clear_checkpoint(self.runner.output, cell_id)
 
-    def interrupted(self) -> None:
-        """Ctrl-C: the cells still running are stored as interrupted (retried next run)."""
+    def interrupted(self, reason: str = "interrupted by the user (Ctrl-C)") -> None:
+        """The run stops early: the cells still running are stored as interrupted (retried).
+
+        Best effort when the run stops because the disk is full: a cell that cannot be
+        marked stays "running" in the store, which the next run also retries.
+        """
         for cell_id, (began, _) in list(self.running.items()):
             cell = self.cells[cell_id]
-            self.store.finish_cell(
-                cell_id,
-                "interrupted",
-                error="interrupted by the user (Ctrl-C); the next run retries this cell"
-                " from its last checkpoint",
-                wall_time_s=time.perf_counter() - began,
-            )
+            try:
+                self.store.finish_cell(
+                    cell_id,
+                    "interrupted",
+                    error=f"{reason}; the next run retries this cell from its last checkpoint",
+                    wall_time_s=time.perf_counter() - began,
+                )
+            except HaltError:
+                continue
             self.runner.host.hook.on_cell_end(cell=cell, status="interrupted", results=[])
         self.running.clear()
 

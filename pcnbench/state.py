@@ -207,15 +207,17 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
 
     Readers (and a run resumed after a kill) see the old file or the whole new one, never half.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         if _no_space(exc):
             raise DiskFullError(
                 f"no space left on device while writing {path}; what was stored before is "

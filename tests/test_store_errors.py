@@ -263,3 +263,50 @@ def test_run_whose_report_cannot_be_written_exits_non_zero(
     monkeypatch.undo()
     assert main(["results", str(out), "--format", "csv"]) == 0  # the results are kept
     assert ",done," in capsys.readouterr().out
+
+
+HALT_SUITE = BASE_SUITE.replace("seeds: [0]", "seeds: [0, 1]").replace(
+    "  - dense\n", "  - dense\n  - {name: magnitude, params: {sparsity: 0.5, finetune_epochs: 1}}\n"
+)
+
+
+def test_a_full_disk_mid_run_stops_the_run_and_keeps_what_was_done(
+    write_suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    suite = write_suite(HALT_SUITE)
+
+    def full(*args: object, **kwargs: object) -> None:  # every trunk or checkpoint save
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(state.torch, "save", full)
+    assert run_cli(str(suite), "--output", str(out), "--jobs", "1") == 2
+    message = assert_clean_error(capsys, "no space left on device while writing", str(out))
+    assert "run the same command again" in message
+    monkeypatch.undo()
+    with sqlite3.connect(out / "results.db") as con:
+        rows = dict(con.execute("SELECT cell_id, status FROM cells").fetchall())
+        errors = [r[0] for r in con.execute("SELECT error FROM cells WHERE error IS NOT NULL")]
+    con.close()
+    # the cell that met the full disk is retried next run, not failed; no cell started after it
+    assert "failed" not in rows.values()
+    assert list(rows.values()).count("interrupted") == 1
+    assert "no space left on device" in errors[0] and "retries this cell" in errors[0]
+    assert len(rows) < 4
+    assert run_cli(str(suite), "--output", str(out), "--no-report") == 0  # space freed: it goes on
+    with sqlite3.connect(out / "results.db") as con:
+        statuses = [r[0] for r in con.execute("SELECT status FROM cells")]
+    con.close()
+    assert statuses == ["done"] * 4
+
+
+def test_no_room_even_for_the_temporary_file_is_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(state.tempfile, "mkstemp", full)
+    path = tmp_path / "state.pt"
+    with pytest.raises(DiskFullError, match=f"while writing {path}"):
+        state.write_atomic(path, lambda f: f.write(b"x"))
