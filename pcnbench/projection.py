@@ -96,6 +96,7 @@ class Projection:
     shared: bool  # trunk sharing applied
     counted_from_recipe: int  # cells counted at recipe.epochs alone (no epoch plan for them)
     hours_by_point: dict[GridPoint, float] = field(default_factory=dict)  # serial, per point
+    epochs_by_cell: dict[str, float] = field(default_factory=dict)  # trained, sharing applied
 
     @property
     def at_least(self) -> bool:
@@ -204,6 +205,7 @@ def project_plan(
     serial = unshared = epochs = unshared_epochs = 0.0
     from_recipe = 0
     by_point: dict[GridPoint, float] = {}
+    by_cell: dict[str, float] = {}
     for cell in cells:
         plan = epochs_of(cell) if epochs_of is not None else None
         if plan is None:
@@ -224,6 +226,7 @@ def project_plan(
         point = grid_point(cell)
         seconds = epoch_seconds[point]
         epochs += trained
+        by_cell[cell.id] = by_cell.get(cell.id, 0.0) + trained
         unshared_epochs += plan.alone
         serial += trained * seconds
         unshared += plan.alone * seconds
@@ -248,4 +251,5 @@ def project_plan(
         shared=share,
         counted_from_recipe=from_recipe,
         hours_by_point=by_point,
+        epochs_by_cell=by_cell,
     )

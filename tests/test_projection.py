@@ -76,6 +76,9 @@ def test_shared_trunks_train_each_stop_once_per_group(cells):
     # early@2 resumes from 1, trains 1 more + 8 own: 10 + 10 + 9 = 29 epochs, vs 30 alone
     assert got.unshared_epochs == 4 * 30
     assert got.epochs == 4 * 29
+    assert sum(got.epochs_by_cell.values()) == got.epochs
+    dense = [c.id for c in cells if c.method.name == "dense"]
+    assert [got.epochs_by_cell[i] for i in dense] == [10.0] * 4
     assert not got.at_least
     assert got.serial_hours == pytest.approx(2 * 29 * (36 + 72) / 3600)
     unshared = project_plan(cells, SECONDS, epochs_of=plan, share=False)
