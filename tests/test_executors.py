@@ -153,6 +153,30 @@ def test_ctrl_c_marks_running_cells_interrupted_and_stops_the_workers(
     assert len(Runner(loaded, host, output=out).plan()[1]) == 4
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_two_cells_packed_on_one_gpu_store_the_same_results_as_one_at_a_time(
+    host, write_suite, tmp_path
+):
+    text = GRID + "deterministic: true\nresources: {gpus: 0.5}\n"
+    loaded = load_suite(write_suite(text), host)
+    alone, packed = tmp_path / "alone", tmp_path / "packed"
+    # cuda:0: both workers on that GPU, however many this machine has
+    summary = Runner(loaded, host, output=alone, metering=False, jobs=1, device="cuda:0").run()
+    assert not summary.failed and len(summary.done) == 4
+    summary = Runner(loaded, host, output=packed, metering=False, jobs=2, device="cuda:0").run()
+    assert not summary.failed and len(summary.done) == 4
+    pd.testing.assert_frame_equal(stored(packed), stored(alone))
+    with sqlite3.connect(packed / "results.db") as db:
+        devices = {d for (d,) in db.execute("SELECT device FROM cells")}
+    assert len(devices) == 1 and "(GPU " in devices.pop()  # pool workers, one GPU
+
+
 def test_ray_executor_stores_the_same_results_as_local(host, write_suite, tmp_path):
     ray = pytest.importorskip("ray")
     local = tmp_path / "local"

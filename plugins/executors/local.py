@@ -1,13 +1,18 @@
 """The `local` executor: cells in the driver's process, or in N spawned worker processes.
 
 A worker that dies fails only the cell it was running; a fresh worker takes the next cell.
+With GPUs each worker is pinned to one GPU, and a suite's `resources: {gpus: 0.25}` packs
+up to 4 workers onto each GPU (`cells_per_gpu`, `pool_size`, `assign_gpu`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 import traceback
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +30,56 @@ from pcnbench.api import (
     run_cell,
 )
 
-__all__ = ["LocalExecutor", "LocalPool"]
+__all__ = ["LocalExecutor", "LocalPool", "assign_gpu", "cells_per_gpu", "pool_size"]
+
+
+def cells_per_gpu(gpus: float | None) -> int:
+    """How many cells share one GPU at once for a cell's `resources.gpus` (None, 0 or 1: one).
+
+    A fraction f in (0, 1) gives ⌊1/f⌋ cells (0.25: 4, 0.3: 3), as Ray packs fractional GPUs;
+    more than 1 is refused by `LocalExecutor.check` before this is asked.
+    """
+    if not gpus or gpus >= 1:
+        return 1
+    return max(1, int(1 / gpus + 1e-9))
+
+
+def pool_size(jobs: int | None, cells: int, devices: int, per_gpu: int = 1) -> int:
+    """How many cells run at once: worker processes, or 1 for the driver alone.
+
+    On `devices` GPUs there are `devices × per_gpu` slots: `jobs` None (not given) fills them,
+    an explicit `jobs` is capped by them. On the CPU (`devices` 0) `jobs`, else 1. Never more
+    than the cells.
+    """
+    if devices > 0:
+        slots = devices * max(1, per_gpu)
+        wanted = slots if jobs is None else min(jobs, slots)
+    else:
+        wanted = jobs if jobs is not None else 1
+    return max(1, min(wanted, cells))
+
+
+def assign_gpu(busy: Sequence[int | None], devices: int, per_gpu: int = 1) -> int | None:
+    """The GPU (index) a new worker gets, given the GPUs of the workers alive now (`busy`).
+
+    The least-loaded GPU that has a free slot, the lowest index among equals, so slots fill
+    evenly and the slot a dead worker freed is the one its replacement takes when the others
+    are full. None when there are no GPUs (`devices` 0) or every slot is taken: a GPU never
+    holds more than `per_gpu` workers.
+    """
+    if devices <= 0:
+        return None
+    load = Counter(gpu for gpu in busy if gpu is not None)
+    free = [gpu for gpu in range(devices) if load[gpu] < max(1, per_gpu)]
+    return min(free, key=lambda gpu: (load[gpu], gpu)) if free else None
+
+
+def _visible_gpus() -> list[str] | None:
+    """The driver's CUDA_VISIBLE_DEVICES entries (what a worker's index must map to), if set."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class LocalExecutor(Executor):
@@ -38,26 +92,42 @@ class LocalExecutor(Executor):
         return f"available: in the driver, or --jobs N worker processes ({os.cpu_count()} cores)"
 
     def check(self, job: Job) -> None:
-        """Local execution takes no options; the device must exist here."""
+        """No options; the device must exist here; a cell gets one GPU, or a share of one."""
         if job.options:
             raise PcnbenchError(
                 f"executor 'local' takes no options (got {', '.join(sorted(job.options))});"
                 " use executor.jobs for worker processes"
             )
-        resolve_device(job.config.device)
+        device = resolve_device(job.config.device)
+        if device.startswith("cuda") and job.gpus is not None and job.gpus > 1:
+            raise PcnbenchError(
+                f"resources.gpus: {job.gpus:g} GPUs per cell, but the local executor runs each"
+                " cell on one GPU; use 1 (a GPU per cell), or a fraction such as 0.5 or 0.25 to"
+                " run several cells on each GPU at once"
+            )
 
     def run(self, job: Job, events: ExecutorEvents) -> None:
         """Run the cells in this process (one at a time) or a pool of worker processes."""
-        workers = min(job.jobs, len(job.cells))
-        if workers > 1:
-            import torch
+        import torch
 
-            device = job.config.device
-            on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-            gpus = torch.cuda.device_count() if on_cuda else 0
+        device = job.config.device
+        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        config = job.config
+        gpus: list[int] = []
+        if on_cuda:
+            if device.startswith("cuda:"):  # that GPU only: each worker sees it as "cuda"
+                gpus = [int(device.split(":", 1)[1])]
+                config = replace(config, device="cuda")
+            else:
+                gpus = list(range(torch.cuda.device_count()))
+        per_gpu = cells_per_gpu(job.gpus) if gpus else 1
+        workers = pool_size(job.jobs, len(job.cells), len(gpus), per_gpu)
+        if workers > 1:
+            visible = _visible_gpus()
+            ids = [visible[i] if visible and i < len(visible) else str(i) for i in gpus]
             # --threads each, or the usable cores divided so the workers do not oversubscribe
-            threads = job.config.threads_for(workers)
-            LocalPool(replace(job.config, threads=threads), workers, gpus).run(job, events)
+            config = replace(config, threads=job.config.threads_for(workers))
+            LocalPool(config, workers, len(ids), per_gpu, ids).run(job, events)
             return
         device = prepare_process(job.config)
         for cell_id, cell in job.cells.items():
@@ -69,12 +139,12 @@ class LocalExecutor(Executor):
             events.finished(cell_id, run_cell(job.config, cell, progress))
 
 
-def _worker_main(config: WorkerConfig, conn: Any, gpu: int | None) -> None:
+def _worker_main(config: WorkerConfig, conn: Any, gpu: str | None) -> None:
     """A pool worker: set up, then run the cells the driver sends until it sends None."""
     # Ctrl-C reaches the whole process group: the driver alone decides, and terminates us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     try:
         device = prepare_process(config)
     except Exception as exc:
@@ -100,7 +170,7 @@ def _worker_main(config: WorkerConfig, conn: Any, gpu: int | None) -> None:
 class _Worker:
     process: Any
     conn: Any
-    gpu: int | None
+    gpu: int | None  # the pool's index of its GPU (its slot's GPU); None on CPU
     cell: str | None = None
     ready: bool = False  # has said anything (a worker that dies before that cannot start)
 
@@ -108,28 +178,42 @@ class _Worker:
 class LocalPool:
     """N spawned worker processes fed one cell at a time; a worker that dies fails its cell.
 
-    With GPUs each worker sees one through CUDA_VISIBLE_DEVICES (round robin); on CPU the
-    cores are divided between workers by the config's `threads`.
+    With GPUs each worker sees one through CUDA_VISIBLE_DEVICES, at most `per_gpu` workers
+    per GPU, the least-loaded GPU first (`assign_gpu`): a worker that replaces a dead one
+    takes the slot it freed. On CPU the cores are divided between workers by the config's
+    `threads`.
     """
 
-    def __init__(self, config: WorkerConfig, jobs: int, gpus: int = 0) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        jobs: int,
+        gpus: int = 0,
+        per_gpu: int = 1,
+        gpu_ids: Sequence[str] | None = None,
+    ) -> None:
         import multiprocessing
 
         self.config = config
-        self.jobs = jobs
         self.gpus = gpus
+        self.per_gpu = max(1, per_gpu)
+        # what each GPU index is in CUDA_VISIBLE_DEVICES (the driver's own list, where set)
+        self.gpu_ids = list(gpu_ids) if gpu_ids is not None else [str(i) for i in range(gpus)]
+        self.jobs = min(jobs, gpus * self.per_gpu) if gpus else jobs
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._retired: list[_Worker] = []  # told to exit; not waited for
         self._spawned = 0
 
     def _spawn(self) -> _Worker:
-        gpu = self._spawned % self.gpus if self.gpus else None
+        gpu = assign_gpu([w.gpu for w in self._workers], self.gpus, self.per_gpu)
+        if self.gpus and gpu is None:  # callers spawn only into a free slot
+            raise RuntimeError(f"every GPU slot is taken ({self.gpus} × {self.per_gpu})")
         self._spawned += 1
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main,
-            args=(self.config, theirs, gpu),
+            args=(self.config, theirs, self.gpu_ids[gpu] if gpu is not None else None),
             name=f"pcnbench-worker-{self._spawned}",
             daemon=True,
         )
@@ -139,23 +223,28 @@ class LocalPool:
         self._workers.append(worker)
         return worker
 
-    def _give(self, worker: _Worker, job: Job, cell_id: str | None) -> None:
-        """Send the worker its next cell (None: no work left, it exits)."""
+    def _give(self, worker: _Worker, job: Job, cell_id: str | None) -> bool:
+        """Send the worker its next cell (None: no work left, it exits); False if it is gone."""
         worker.cell = cell_id
-        worker.conn.send(job.cells[cell_id] if cell_id is not None else None)
+        try:
+            worker.conn.send(job.cells[cell_id] if cell_id is not None else None)
+        except OSError:  # it died: the caller reaps it (and fails `cell_id`)
+            return False
+        return True
 
     def run(self, job: Job, events: ExecutorEvents) -> None:
         """Run every cell of `job` and report through `events`; returns when all finished.
 
         Cells of one trunk group (`job.groups`) stay on one worker, one after another, so
-        the later ones reuse what the earlier ones cached.
+        the later ones reuse what the earlier ones cached. Whatever `events` raises (a
+        HaltError, Ctrl-C) stops every worker before it propagates.
         """
         from multiprocessing.connection import wait
 
         queue = CellQueue(list(job.cells), job.groups)
-        for _ in range(min(self.jobs, len(queue))):
-            self._give(self._spawn(), job, queue.next())
         try:
+            for _ in range(min(self.jobs, len(queue))):
+                self._give(self._spawn(), job, queue.next())
             while self._workers:
                 waits = [w.conn for w in self._workers] + [
                     w.process.sentinel for w in self._workers
@@ -164,36 +253,46 @@ class LocalPool:
                 for worker in list(self._workers):
                     if worker.conn not in ready and worker.process.sentinel not in ready:
                         continue
-                    dead = False
-                    try:
-                        while worker.conn.poll():
-                            kind, cell_id, payload = worker.conn.recv()
-                            worker.ready = True
-                            if kind == "fatal":
-                                raise PcnbenchError(f"a worker process could not start: {payload}")
-                            if kind == "started":
-                                events.started(cell_id, payload)
-                            elif kind == "progress":
-                                events.progress(cell_id, *payload)
-                            elif kind == "finished":
-                                worker.cell = None
-                                events.finished(cell_id, payload)
-                                self._give(worker, job, queue.next(after=cell_id))
-                                if worker.cell is None:  # nothing to wait for: let it exit
-                                    self._workers.remove(worker)
-                                    self._retired.append(worker)
-                                    break
-                    except (EOFError, OSError):
-                        dead = True
-                    if worker in self._retired:
-                        continue
-                    if worker.process.sentinel in ready or dead:
+                    died = self._drain(worker, job, queue, events)
+                    if died or (worker.process.sentinel in ready and worker in self._workers):
                         self._reap(worker, job, queue, events)
         finally:
             self.close()
 
+    def _drain(self, worker: _Worker, job: Job, queue: CellQueue, events: ExecutorEvents) -> bool:
+        """Handle what `worker` sent; True if its pipe broke (it died).
+
+        Only reading the pipe counts as the worker's failure: an error the driver's `events`
+        raise (an OSError included) propagates.
+        """
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return False
+                kind, cell_id, payload = worker.conn.recv()
+            except (EOFError, OSError):
+                return True
+            worker.ready = True
+            if kind == "fatal":
+                raise PcnbenchError(f"a worker process could not start: {payload}")
+            if kind == "started":
+                events.started(cell_id, payload)
+            elif kind == "progress":
+                events.progress(cell_id, *payload)
+            elif kind == "finished":
+                worker.cell = None
+                events.finished(cell_id, payload)
+                following = queue.next(after=cell_id)
+                if following is None:  # nothing to wait for: let it exit
+                    self._give(worker, job, None)
+                    self._workers.remove(worker)
+                    self._retired.append(worker)
+                    return False
+                if not self._give(worker, job, following):
+                    return True
+
     def _reap(self, worker: _Worker, job: Job, queue: CellQueue, events: ExecutorEvents) -> None:
-        """A worker ended: fail its cell and start a fresh worker if work is left."""
+        """A worker ended: fail its cell and start a fresh worker, in its slot, if work is left."""
         worker.process.join(timeout=5)
         if worker.process.is_alive():
             return
@@ -219,14 +318,22 @@ class LocalPool:
         if len(queue):
             self._give(self._spawn(), job, queue.next())
 
-    def close(self) -> None:
-        """Stop every worker still running (on an error or Ctrl-C in the driver)."""
+    def close(self, grace_s: float = 5.0) -> None:
+        """Stop every worker still running (on an error or Ctrl-C in the driver).
+
+        SIGTERM, which ends a worker even while it is blocked sending on a full pipe; any
+        still alive after `grace_s` in all is killed.
+        """
         workers = self._workers + self._retired
         for worker in workers:
             if worker.process.is_alive():
                 worker.process.terminate()
+        deadline = time.monotonic() + grace_s
         for worker in workers:
-            worker.process.join(timeout=5)
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
             worker.conn.close()
         self._workers.clear()
         self._retired.clear()
