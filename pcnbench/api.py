@@ -6,7 +6,7 @@ may change between releases. `docs/plugins.md` is the guide.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pcnbench.cells import Cell, Choice, Locator
 from pcnbench.contracts import (
@@ -26,13 +26,10 @@ from pcnbench.contracts import (
     ReportFigure,
     TensorSplits,
 )
-from pcnbench.data import derive_seed
 from pcnbench.errors import DatasetMissingError, HaltError, ParamError, PcnbenchError
 from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig
-from pcnbench.layers import Patterns, layer_names, select_layers
-from pcnbench.manager import load_plugins
-from pcnbench.masks import Masked, MaskEnforcer, mask_density, masked_parameters, set_mask
-from pcnbench.optim import exclude_from_weight_decay
+from pcnbench.manager import Family, load_plugins
+from pcnbench.patterns import Patterns
 from pcnbench.protocols import Session, Snapshot
 from pcnbench.recipe import Recipe
 from pcnbench.records import EpochRecord, PhaseRecord
@@ -40,6 +37,49 @@ from pcnbench.steps import StepSpec, parse_steps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from pcnbench.data import derive_seed
+    from pcnbench.layers import layer_names, select_layers
+    from pcnbench.masks import Masked, MaskEnforcer, mask_density, masked_parameters, set_mask
+    from pcnbench.optim import exclude_from_weight_decay
+
+# Names whose modules import torch: resolved on first use (PEP 562), so that loading plugins
+# and validating a suite never import torch.
+_LAZY = {
+    "derive_seed": "data",
+    "layer_names": "layers",
+    "select_layers": "layers",
+    "Masked": "masks",
+    "MaskEnforcer": "masks",
+    "mask_density": "masks",
+    "masked_parameters": "masks",
+    "set_mask": "masks",
+    "exclude_from_weight_decay": "optim",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a torch-dependent name of the API on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module == "data":
+        from pcnbench import data as found
+    elif module == "layers":
+        from pcnbench import layers as found
+    elif module == "masks":
+        from pcnbench import masks as found
+    else:
+        from pcnbench import optim as found
+    value = getattr(found, name)
+    globals()[name] = value  # once resolved, a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    """Every name of the module, the ones not imported yet included."""
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "Cell",
@@ -51,6 +91,7 @@ __all__ = [
     "EpochRecord",
     "Executor",
     "ExecutorEvents",
+    "Family",
     "FolderSplits",
     "HaltError",
     "Job",

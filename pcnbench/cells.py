@@ -29,22 +29,37 @@ class Locator:
     """
 
 
+# Per model class: its Locator fields and its other fields. A suite's matrix asks about the
+# same few classes once per cell, and reading `model_fields` is not free.
+_FIELDS: dict[type, tuple[frozenset[str], tuple[str, ...]]] = {}
+
+
+def _fields(model: type[BaseModel]) -> tuple[frozenset[str], tuple[str, ...]]:
+    found = _FIELDS.get(model)
+    if found is None:
+        fields = model.model_fields
+        marked = frozenset(
+            name
+            for name, info in fields.items()
+            if any(m is Locator or isinstance(m, Locator) for m in info.metadata)
+        )
+        found = _FIELDS[model] = (marked, tuple(n for n in fields if n not in marked))
+    return found
+
+
 def locator_fields(model: type[BaseModel]) -> frozenset[str]:
     """Names of the fields of a pydantic model class marked with `Locator`."""
-    return frozenset(
-        name
-        for name, info in model.model_fields.items()
-        if any(m is Locator or isinstance(m, Locator) for m in info.metadata)
-    )
+    return _fields(model)[0]
 
 
 def _locators(value: BaseModel) -> dict[str, Any]:
     # pydantic's `exclude` for every Locator field of a model and of the models nested in it:
     # {field: True} or {field: {nested field: ...}}
-    spec: dict[str, Any] = dict.fromkeys(locator_fields(type(value)), True)
-    for name in type(value).model_fields:
+    marked, others = _fields(type(value))
+    spec: dict[str, Any] = dict.fromkeys(marked, True)
+    for name in others:
         inner = getattr(value, name)
-        if name not in spec and isinstance(inner, BaseModel):
+        if isinstance(inner, BaseModel):
             nested = _locators(inner)
             if nested:
                 spec[name] = nested

@@ -60,14 +60,18 @@ def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any) -> None:
         f"suite '{loaded.name}' ({loaded.file}) trains {_epochs(cells)}: {len(cells)} cells",
         markup=False,
     )
-    lines = []
-    for cell in cells:
-        mark = ""
-        if todo_ids is not None:
-            mark = "  [run]" if cell.id in todo_ids else "  [done, skip]"
-        lines.append(f"{cell.id}  {cell.label}{mark}")
-    if lines:  # one print: rich is slow line by line on a large matrix
-        out.print("\n".join(lines), markup=False, soft_wrap=True)
+    if todo_ids is None:
+        lines = [f"{cell.id}  {cell.label}\n" for cell in cells]
+    else:
+        lines = [
+            f"{cell.id}  {cell.label}{'  [run]' if cell.id in todo_ids else '  [done, skip]'}\n"
+            for cell in cells
+        ]
+    if lines:
+        # Plain text written as is: rich inspects every character it prints, seconds on a
+        # large matrix, and these lines hold no markup.
+        out.file.writelines(lines)
+        out.file.flush()
 
 
 def _epochs(cells: list) -> str:

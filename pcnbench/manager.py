@@ -53,16 +53,79 @@ class Registered(Generic[T]):
     plugin: str
 
 
-class Registry(Generic[T]):
-    """Name → object for one kind (methods, models or datasets)."""
+class Family:
+    """Plugins of one kind named `prefix` + a member, listed and built only when asked for.
 
-    def __init__(self, kind: str, failures: Callable[[], list[PluginInfo]] | None = None) -> None:
+    Register one like a plugin object, e.g. ``register(Family("torchvision:", list_archs,
+    TorchvisionModel))``, when listing the members is slow (it imports a large library):
+    loading plugins stays fast, and only a suite that names a member (or a listing of every
+    name) calls `members`. `members()` returns the member names without the prefix; `build(member)`
+    returns the plugin object, whose `name` must be `prefix + member`.
+    """
+
+    def __init__(
+        self, prefix: str, members: Callable[[], Iterable[str]], build: Callable[[str], Any]
+    ) -> None:
+        if not prefix:
+            raise ValueError("a Family needs a non-empty name prefix")
+        self.prefix = prefix
+        self._list = members
+        self._build = build
+        self._members: list[str] | None = None
+        self._built: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str:
+        """How listings show the family before its members are known: `prefix*`."""
+        return f"{self.prefix}*"
+
+    def __repr__(self) -> str:
+        return f"Family({self.prefix!r})"
+
+    def names(self) -> list[str]:
+        """The members' full names (prefix + member), listed on first use only."""
+        if self._members is None:
+            self._members = [self.prefix + str(member) for member in self._list()]
+        return list(self._members)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.startswith(self.prefix) and name in self.names()
+
+    def get(self, name: str) -> Any:
+        """The member plugin named `name` (built once); KeyError if it is not a member."""
+        if name not in self:
+            raise KeyError(name)
+        if name not in self._built:
+            self._built[name] = self._build(name[len(self.prefix) :])
+        return self._built[name]
+
+
+class Registry(Generic[T]):
+    """Name → object for one kind (methods, models or datasets), families of names included."""
+
+    def __init__(
+        self,
+        kind: str,
+        failures: Callable[[], list[PluginInfo]] | None = None,
+        base: type | None = None,
+    ) -> None:
         self.kind = kind
         self._items: dict[str, Registered[T]] = {}
+        self._families: dict[str, Registered[Family]] = {}  # by prefix
         self._failures = failures  # plugins that failed to load: one may have provided a name
+        self._base = base  # what a family member must be an instance of
 
-    def add(self, obj: T, plugin: str) -> None:
-        """Register `obj` under its name; a name registered twice names both plugins."""
+    def add(self, obj: T | Family, plugin: str) -> None:
+        """Register `obj` under its name, or a Family under its prefix; twice names both plugins."""
+        if isinstance(obj, Family):
+            if obj.prefix in self._families:
+                other = self._families[obj.prefix].plugin
+                raise PluginError(
+                    f"{self.kind} family '{obj.name}' is registered by two plugins: "
+                    f"'{other}' and '{plugin}'"
+                )
+            self._families[obj.prefix] = Registered(obj, plugin)
+            return
         name = getattr(obj, "name", "")
         if name in self._items:
             other = self._items[name].plugin
@@ -71,27 +134,71 @@ class Registry(Generic[T]):
             )
         self._items[name] = Registered(obj, plugin)
 
+    def _family_of(self, name: str) -> Registered[Family] | None:
+        """The family whose prefix `name` starts with (the longest), if any."""
+        found = [f for prefix, f in self._families.items() if name.startswith(prefix)]
+        return max(found, key=lambda f: len(f.obj.prefix), default=None)
+
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        if name in self._items:
+            return True
+        family = self._family_of(name) if isinstance(name, str) else None
+        return family is not None and name in family.obj
 
     def get(self, name: str) -> T:
         """The object registered as `name` (KeyError if none)."""
-        return self._items[name].obj
+        if name in self._items:
+            return self._items[name].obj
+        family = self._family_of(name)
+        if family is None:
+            raise KeyError(name)
+        obj = family.obj.get(name)
+        if getattr(obj, "name", None) != name or (
+            self._base is not None and not isinstance(obj, self._base)
+        ):
+            raise PluginError(
+                f"plugin '{family.plugin}' built {obj!r} for {self.kind} '{name}' of family "
+                f"'{family.obj.name}'; expected a {self._base_name()} instance named '{name}'"
+            )
+        return obj
+
+    def _base_name(self) -> str:
+        return f"pcnbench.api.{self._base.__qualname__}" if self._base else "plugin"
 
     def plugin_of(self, name: str) -> str:
         """Name of the plugin that registered `name`."""
-        return self._items[name].plugin
+        if name in self._items:
+            return self._items[name].plugin
+        family = self._family_of(name)
+        if family is None or name not in family.obj:
+            raise KeyError(name)
+        return family.plugin
 
     def names(self) -> list[str]:
-        """Registered names, sorted."""
-        return sorted(self._items)
+        """Registered names, sorted (every family's members listed)."""
+        members = (n for f in self._families.values() for n in f.obj.names())
+        return sorted({*self._items, *members})
 
     def unknown_message(self, name: str) -> str:
-        """Say that `name` is not registered, with a close match and the known names."""
-        close = difflib.get_close_matches(name, self.names(), n=1)
+        """Say that `name` is not registered, with a close match and the known names.
+
+        Only families whose prefix `name` (nearly) starts with list their members: the
+        others show as `prefix*`, so a typo costs no slow listing.
+        """
+        shown: set[str] = set(self._items)
+        for family in self._families.values():
+            prefix = family.obj.prefix
+            head = name[: len(prefix)]
+            if head == prefix or difflib.get_close_matches(head, [prefix], n=1, cutoff=0.8):
+                shown.update(family.obj.names())
+            else:
+                shown.add(family.obj.name)
+        listed = sorted(shown)
+        candidates = [n for n in listed if not n.endswith("*")]
+        close = difflib.get_close_matches(name, candidates, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        shown = self.names()
-        listing = ", ".join(shown[:30]) + (f", … ({len(shown)} in all)" if len(shown) > 30 else "")
+        listing = ", ".join(listed[:30])
+        listing += f", … ({len(listed)} in all)" if len(listed) > 30 else ""
         message = f"unknown {self.kind} '{name}'{hint} (known: {listing})"
         failed = self._failures() if self._failures is not None else []
         if failed:
@@ -106,12 +213,12 @@ class PluginHost:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self.methods: Registry[Method] = Registry("method", self.failures)
-        self.models: Registry[ModelPlugin] = Registry("model", self.failures)
-        self.datasets: Registry[DatasetPlugin] = Registry("dataset", self.failures)
-        self.reporters: Registry[Reporter] = Registry("reporter", self.failures)
-        self.meters: Registry[Meter] = Registry("meter", self.failures)
-        self.executors: Registry[Executor] = Registry("executor", self.failures)
+        self.methods: Registry[Method] = Registry("method", self.failures, Method)
+        self.models: Registry[ModelPlugin] = Registry("model", self.failures, ModelPlugin)
+        self.datasets: Registry[DatasetPlugin] = Registry("dataset", self.failures, DatasetPlugin)
+        self.reporters: Registry[Reporter] = Registry("reporter", self.failures, Reporter)
+        self.meters: Registry[Meter] = Registry("meter", self.failures, Meter)
+        self.executors: Registry[Executor] = Registry("executor", self.failures, Executor)
         # plugins registered in code, as importable references a worker process can rebuild
         self.in_code: dict[str, str | None] = {}
         self.infos: dict[str, PluginInfo] = {}
@@ -189,10 +296,10 @@ class PluginHost:
                     _registry: Registry = registry,
                     _kind: str = kind,
                 ) -> None:
-                    if not isinstance(obj, _base) or not getattr(obj, "name", ""):
+                    if not isinstance(obj, (_base, Family)) or not getattr(obj, "name", ""):
                         raise PluginError(
                             f"plugin '{_plugin}' registered {obj!r}, which is not a named "
-                            f"pcnbench.api.{_base.__qualname__} instance"
+                            f"pcnbench.api.{_base.__qualname__} instance (or a Family of them)"
                         )
                     _registry.add(obj, _plugin)
                     info = self.infos.get(_plugin)

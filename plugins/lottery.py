@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-from pcnbench.api import MaskEnforcer, Method, ParamError, Params, Patterns, Recipe, parse_steps
+from pcnbench.api import Method, ParamError, Params, Patterns, Recipe, parse_steps
 from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
@@ -86,6 +86,8 @@ class Lottery(Method):
 
     def run(self, session: Session, params: LotteryParams) -> None:
         """Level 0 dense, then `levels` rounds of prune, rewind, retrain, record."""
+        from pcnbench.api import MaskEnforcer  # torch: imported when it runs
+
         k = rewind_step(params.rewind, session.steps_per_epoch)
         if k >= session.total_steps:
             raise ParamError(

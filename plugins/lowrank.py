@@ -24,15 +24,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field, field_validator
-from torch import nn
 
-from pcnbench.api import Method, ParamError, Params, layer_names, select_layers
+from pcnbench.api import Method, ParamError, Params
 from pcnbench.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from pcnbench.api import Recipe, Session
+
+    Layer = nn.Conv2d | nn.Linear
+
+# torch is imported inside the functions that use it: registering the plugin and validating
+# its parameters need none.
 
 __all__ = [
     "Factorized",
@@ -50,7 +56,6 @@ __all__ = [
 ]
 
 Scheme = Literal["channel", "spatial"]
-Layer = nn.Conv2d | nn.Linear
 
 _RANK = re.compile(r"^\s*(?:(?P<kind>[er])(?P<value>[0-9.eE+-]+)|(?P<count>\d+))\s*$")
 # A ratio times a width is often a hair above an integer in binary (0.3·10); don't round it up.
@@ -120,6 +125,8 @@ def layer_matrix(layer: Layer, scheme: Scheme = "channel") -> torch.Tensor:
     Linear: the weight (out × in). Conv, channel: (out × in·kh·kw). Conv, spatial:
     M[(i, y), (o, x)] = W[o, i, y, x], shaped (in·kh × out·kw).
     """
+    from torch import nn
+
     weight = layer.weight.detach()
     if isinstance(layer, nn.Linear):
         return weight
@@ -158,6 +165,9 @@ def factorize_layer(
     The SVD runs in float64; the factors get √σ each and the layer's dtype and device.
     Grouped convolutions are not supported (ValueError).
     """
+    import torch
+    from torch import nn
+
     if isinstance(layer, nn.Conv2d) and layer.groups != 1:
         raise ValueError(f"grouped convolution (groups={layer.groups}) cannot be factorized")
     u, s, vh = torch.linalg.svd(layer_matrix(layer, scheme).double(), full_matrices=False)
@@ -188,6 +198,8 @@ def _like(layer: Layer, kind: type[nn.Module], *args: Any, **kwargs: Any) -> Any
 def _channel_pair(
     conv: nn.Conv2d, r: int, left: torch.Tensor, right: torch.Tensor
 ) -> tuple[nn.Conv2d, nn.Conv2d, tuple[torch.Tensor, torch.Tensor]]:
+    from torch import nn
+
     first = _like(
         conv,
         nn.Conv2d,
@@ -207,6 +219,8 @@ def _channel_pair(
 def _spatial_pair(
     conv: nn.Conv2d, r: int, left: torch.Tensor, right: torch.Tensor
 ) -> tuple[nn.Conv2d, nn.Conv2d, tuple[torch.Tensor, torch.Tensor]]:
+    from torch import nn
+
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     # Zero, reflect, replicate and circular padding all act on each axis separately, so the
     # vertical conv can pad rows and the horizontal one columns; "same"/"valid" likewise.
@@ -255,6 +269,8 @@ def default_layers(model: nn.Module) -> list[str]:
     The first sees the input and is too thin to save much; the last makes the logits, and a
     rank below the class count would cap what the classifier can tell apart.
     """
+    from pcnbench.api import layer_names
+
     return layer_names(model)[1:-1]
 
 
@@ -264,6 +280,8 @@ def lowrank_layers(model: nn.Module, patterns: Sequence[str] | None = None) -> l
     A pattern that matches no conv or linear layer raises ParamError("layers", ...) naming it
     and the layers there are. Reads no weights: works on a model built on the meta device.
     """
+    from pcnbench.api import select_layers
+
     if patterns is None:
         return default_layers(model)
     return select_layers(model, patterns, key="layers")
@@ -291,6 +309,8 @@ def lowrank_transform(
     does (unless `only_if_smaller` is false, e.g. to check exactness at full rank), or when it
     is a grouped convolution (with a warning); `skipped` says which and why.
     """
+    from torch import nn
+
     rule = parse_rank(rank)
     new = copy.deepcopy(model)
     result = LowRankResult(new)

@@ -15,15 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from pcnbench.api import (
-    MaskEnforcer,
-    Method,
-    ParamError,
-    Params,
-    Patterns,
-    Recipe,
-    mask_density,
-)
+from pcnbench.api import Method, ParamError, Params, Patterns, Recipe
 from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
@@ -38,7 +30,7 @@ from .pruning import (
 if TYPE_CHECKING:
     from torch import nn
 
-    from pcnbench.api import Session
+    from pcnbench.api import MaskEnforcer, Session
 
 ONESHOT_FINETUNE_EPOCHS = 10
 
@@ -117,6 +109,8 @@ class Magnitude(Method):
 
     def run(self, session: Session, params: MagnitudeParams) -> None:
         """Prune (one-shot or gradual), fine-tune, record."""
+        from pcnbench.api import MaskEnforcer, mask_density  # torch: imported when it runs
+
         prunable_layers(session.model, params.exclude)  # as check_model: fail before training
         enforce = MaskEnforcer(session)
         session.add_step_hook(enforce)

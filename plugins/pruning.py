@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import nn
-
-from pcnbench.api import ParamError, layer_names, masked_parameters, select_layers, set_mask
+from pcnbench.api import ParamError
 
 if TYPE_CHECKING:
-    pass
+    import torch
+    from torch import nn
+
+# torch and the API's torch-using helpers are imported inside the functions that use them,
+# so that loading the `magnitude` and `lottery` plugins does not import torch.
 
 __all__ = [
     "attach_masks",
@@ -44,6 +45,8 @@ def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, 
     (`pcnbench.api.select_layers`) and when nothing is left to prune. Reads no weights, so it
     works on a model built on the meta device.
     """
+    from pcnbench.api import layer_names, select_layers
+
     excluded = set(select_layers(model, exclude, key="exclude"))
     kept = {name: model.get_submodule(name) for name in layer_names(model) if name not in excluded}
     if not kept:
@@ -54,6 +57,8 @@ def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, 
 def _current_masks(
     weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None
 ) -> dict[str, torch.Tensor]:
+    import torch
+
     if masks is None:
         return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     return {name: masks[name].to(device=w.device).bool() for name, w in weights.items()}
@@ -69,6 +74,8 @@ def global_magnitude_masks(
     One threshold across all layers (ties broken by position, so exactly `count` go). Masks
     come back in each weight's dtype, 1 = kept, 0 = pruned.
     """
+    import torch
+
     kept = _current_masks(weights, masks)
     flat_abs = torch.cat([w.detach().abs().flatten() for w in weights.values()])
     flat_kept = torch.cat([m.flatten() for m in kept.values()])
@@ -157,12 +164,16 @@ def zhu_gupta_update_steps(start_step: int, end_step: int, frequency: int) -> li
 
 def attach_masks(layers: Mapping[str, nn.Module], masks: Mapping[str, torch.Tensor]) -> None:
     """Set each layer's weight mask (zeroing the pruned weights)."""
+    from pcnbench.api import set_mask
+
     for name, mask in masks.items():
         set_mask(layers[name], "weight", mask)
 
 
 def layer_densities(model: nn.Module) -> dict[str, float]:
     """Fraction of weights kept in each masked layer, by qualified layer name."""
+    from pcnbench.api import masked_parameters
+
     return {
         m.module_name: int(m.mask.count_nonzero()) / m.mask.numel()
         for m in masked_parameters(model)

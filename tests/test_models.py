@@ -13,7 +13,7 @@ from torch import nn
 
 import pcnbench_plugins.models as models_plugin
 from pcnbench import hookspecs
-from pcnbench.api import DataInfo, ModelPlugin, ParamError
+from pcnbench.api import DataInfo, Family, ModelPlugin, ParamError
 from pcnbench_plugins.models.cifar_resnet import ResNet
 from pcnbench_plugins.models.cifar_vgg import VGG
 from pcnbench_plugins.models.mlp import CNN, MLP
@@ -37,9 +37,9 @@ def build(plugin: ModelPlugin, info: DataInfo = CIFAR, *, meta: bool = True, **p
         return plugin.build(validated, info)
 
 
-def registered() -> list[ModelPlugin]:
+def registered() -> list[ModelPlugin | Family]:
     """Everything the models plugin registers, in order."""
-    out: list[ModelPlugin] = []
+    out: list[ModelPlugin | Family] = []
     models_plugin.register_models(out.append)
     return out
 
@@ -249,12 +249,17 @@ def test_torchvision_kwargs_pass_through_and_cannot_set_num_classes() -> None:
 def test_register_models_registers_unique_names_including_torchvision() -> None:
     import torchvision
 
-    names = [plugin.name for plugin in registered()]
-    assert len(names) == len(set(names))
-    assert names[:4] == ["resnet", "vgg", "mlp", "cnn"]
-    assert "torchvision:resnet18" in names
-    assert len(names) == 4 + len(torchvision.models.list_models(torchvision.models))
-    assert all(isinstance(plugin, ModelPlugin) for plugin in registered())
+    *plugins, family = registered()
+    names = [plugin.name for plugin in plugins]
+    assert names == ["resnet", "vgg", "mlp", "cnn"]
+    assert all(isinstance(plugin, ModelPlugin) for plugin in plugins)
+    assert isinstance(family, Family) and family.name == "torchvision:*"
+    members = family.names()
+    assert "torchvision:resnet18" in members
+    assert len(members) == len(set(members))
+    assert len(members) == len(torchvision.models.list_models(torchvision.models))
+    model = family.get("torchvision:resnet18")
+    assert isinstance(model, TorchvisionModel) and model.name == "torchvision:resnet18"
 
 
 def test_models_plugin_loads_through_pluggy_and_its_entry_point() -> None:
@@ -262,7 +267,9 @@ def test_models_plugin_loads_through_pluggy_and_its_entry_point() -> None:
     manager = pluggy.PluginManager("pcnbench")
     manager.add_hookspecs(hookspecs)
     manager.register(entry.load())
-    names: list[str] = []
-    manager.hook.register_models(register=lambda plugin: names.append(plugin.name))
+    registered: list[ModelPlugin | Family] = []
+    manager.hook.register_models(register=registered.append)
+    names = [plugin.name for plugin in registered]
     assert names.count("resnet") == 1
-    assert "torchvision:vit_b_16" in names
+    (family,) = (p for p in registered if isinstance(p, Family))
+    assert "torchvision:vit_b_16" in family.names()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import Field, field_validator
 
 from pcnbench.api import DataInfo, DatasetPlugin, Params, TensorSplits
@@ -13,6 +12,7 @@ from pcnbench.api import DataInfo, DatasetPlugin, Params, TensorSplits
 from .stats import channel_stats
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 _NOISE = 0.15  # per-pixel std around a class center; centers differ by about 0.25 per pixel
@@ -50,6 +50,8 @@ class Synthetic(DatasetPlugin):
 
     def load(self, params: SyntheticParams) -> TensorSplits:
         """Generate the training and test sets from the same class centers."""
+        import numpy as np  # here: registering and validating need no NumPy
+
         dim = math.prod(params.shape)
         # One independent stream per purpose, so changing one size leaves the other draws alone.
         centers = np.random.default_rng([params.seed, 0]).uniform(0.2, 0.8, (params.classes, dim))
@@ -64,6 +66,7 @@ class Synthetic(DatasetPlugin):
 def _sample(
     centers: np.ndarray, n: int, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    import numpy as np
     import torch
 
     # Balanced labels in shuffled order, each sample its center plus Gaussian noise.

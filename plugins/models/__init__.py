@@ -7,13 +7,13 @@ from pcnbench.hookspecs import Register, hookimpl
 from .cifar_resnet import ResNet
 from .cifar_vgg import VGG
 from .mlp import CNN, MLP
+from .torchvision_models import torchvision_family
 
 
 @hookimpl
 def register_models(register: Register) -> None:
     """Register every built-in model family, torchvision's classifiers included."""
-    # Imported here: torchvision is slow to import and only needed once plugins load.
-    from .torchvision_models import torchvision_models
-
-    for model in (ResNet(), VGG(), MLP(), CNN(), *torchvision_models()):
+    for model in (ResNet(), VGG(), MLP(), CNN()):
         register(model)
+    # A Family: torchvision (slow to import) lists its models only when a suite names one.
+    register(torchvision_family())

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from pydantic import Field
-from torch import nn
 
 from pcnbench.api import DataInfo, ModelPlugin, ParamError, Params
 
 from .shapes import image_shape
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class MLPParams(Params):
@@ -28,6 +31,8 @@ class MLP(ModelPlugin):
 
     def build(self, params: MLPParams, info: DataInfo) -> nn.Module:
         """Return a fresh MLP over the flattened input."""
+        from torch import nn
+
         # named layers (fc1, fc2, ..., fc for the head) so suites can select them by pattern
         layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
         features = math.prod(info.input_shape)
@@ -53,6 +58,8 @@ class CNN(ModelPlugin):
 
     def build(self, params: CNNParams, info: DataInfo) -> nn.Module:
         """Return a fresh small CNN sized for `info`'s images."""
+        from torch import nn
+
         channels, height, width = image_shape(info, "cnn")
         if min(height, width) < 2:
             raise ParamError(

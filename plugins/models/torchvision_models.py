@@ -1,15 +1,23 @@
-"""Every torchvision classification model, registered as ``torchvision:NAME``."""
+"""Every torchvision classification model, registered as ``torchvision:NAME``.
+
+The names are a `pcnbench.api.Family`: torchvision (slow to import) is imported only when a
+suite names one of its models, or something lists every model name.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
-from torch import nn
 
-from pcnbench.api import DataInfo, ModelPlugin, ParamError, Params
+from pcnbench.api import DataInfo, Family, ModelPlugin, ParamError, Params
 
 from .shapes import image_shape
+
+if TYPE_CHECKING:
+    from torch import nn
+
+PREFIX = "torchvision:"
 
 # Without these, googlenet and inception_v3 return auxiliary outputs in training mode
 # (not a logits tensor) and warn about a changing default initialization.
@@ -45,7 +53,7 @@ class TorchvisionModel(ModelPlugin):
     def __init__(self, arch: str) -> None:
         self.arch = arch
         # Set per instance: one class serves every architecture torchvision lists.
-        self.name = f"torchvision:{arch}"
+        self.name = f"{PREFIX}{arch}"
 
     def build(self, params: TorchvisionParams, info: DataInfo) -> nn.Module:
         """Return torchvision's `arch` for `info.num_classes`; downloads only named weights."""
@@ -89,8 +97,18 @@ class TorchvisionModel(ModelPlugin):
             )
 
 
-def torchvision_models() -> list[TorchvisionModel]:
-    """One plugin per classification model torchvision lists (detection, video etc. excluded)."""
+def torchvision_archs() -> list[str]:
+    """The classification models torchvision lists (detection, video etc. excluded)."""
     import torchvision
 
-    return [TorchvisionModel(arch) for arch in torchvision.models.list_models(torchvision.models)]
+    return list(torchvision.models.list_models(torchvision.models))
+
+
+def torchvision_models() -> list[TorchvisionModel]:
+    """One plugin per classification model torchvision lists (imports torchvision)."""
+    return [TorchvisionModel(arch) for arch in torchvision_archs()]
+
+
+def torchvision_family() -> Family:
+    """Every `torchvision:NAME` model, listed and built only when a suite asks for one."""
+    return Family(PREFIX, torchvision_archs, TorchvisionModel)

@@ -13,14 +13,28 @@ preceding layer's outputs), `transform` (`pcn_transform`), `method` (`PCN` and i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pcnbench.hookspecs import Register, hookimpl
 
 from .keep import KeepRule, choose_k, explained_fraction, parse_keep
-from .layers import PCABasis, PCAConv2d, PCALinear
 from .method import PCN, PCNParams
-from .moments import pca
 from .report import LayerReport, PCNReport
-from .transform import pcn_transform
+
+if TYPE_CHECKING:
+    from .layers import PCABasis, PCAConv2d, PCALinear
+    from .moments import pca
+    from .transform import pcn_transform
+
+# These modules import torch: loaded on first use (PEP 562), so registering `pcn` needs none.
+# (No module __dir__ listing them: pluggy reads every name dir() gives when it registers.)
+_LAZY = {
+    "PCABasis": "layers",
+    "PCAConv2d": "layers",
+    "PCALinear": "layers",
+    "pca": "moments",
+    "pcn_transform": "transform",
+}
 
 __all__ = [
     "PCN",
@@ -37,6 +51,18 @@ __all__ = [
     "pca",
     "pcn_transform",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a torch-using name (the layers, `pca`, `pcn_transform`) on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 @hookimpl

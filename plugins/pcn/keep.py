@@ -6,8 +6,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["KeepRule", "choose_k", "explained_fraction", "parse_keep"]
 
@@ -54,6 +56,8 @@ def _as_rule(rule: str | KeepRule) -> KeepRule:
 
 
 def _nonnegative(eigenvalues: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    import torch  # here: parsing a rule (what validation does) needs no torch
+
     # Covariance eigenvalues are ≥ 0; slightly negative ones are rounding.
     return torch.as_tensor(eigenvalues, dtype=torch.float64).clamp(min=0)
 
@@ -75,7 +79,7 @@ def choose_k(rule: str | KeepRule, eigenvalues: Sequence[float] | torch.Tensor) 
         # round() first: 0.1 * 30 is 3.0000000000000004 in floating point, not above 3.
         k = math.ceil(round(rule.value * d, 9))
     elif rule.kind == "v":
-        cumulative = torch.cumsum(e, 0)
+        cumulative = e.cumsum(0)
         total = float(cumulative[-1])
         k = d if total <= 0 else int((cumulative / total < rule.value).sum()) + 1
     else:

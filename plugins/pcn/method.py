@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
-from torch import nn
 
-from pcnbench.api import Method, ParamError, Params, Recipe, select_layers
+from pcnbench.api import Method, ParamError, Params, Recipe
 
 from .keep import parse_keep
-from .transform import pcn_transform
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from torch import nn
 
     from pcnbench.api import ReportData, ReportFigure, Session
 
@@ -63,10 +63,14 @@ class PCN(Method):
 
     def check_model(self, params: PCNParams, model: nn.Module) -> None:
         """Every `layers` pattern must match a conv or linear layer of the model."""
+        from pcnbench.api import select_layers  # torch: the model is built by then
+
         select_layers(model, params.layers, key="layers")
 
     def run(self, session: Session, params: PCNParams) -> None:
         """Train to `at_epoch`, transform, train to the end, record."""
+        from .transform import pcn_transform  # torch: imported when it runs
+
         session.train(until=params.at_epoch)
         before = session.evaluate()["accuracy"]
         with session.phase("pcn_transform", kind="transform"):
