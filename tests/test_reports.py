@@ -455,7 +455,7 @@ def test_partial_results_show_failed_and_unfinished_cells(report_dir: Path) -> N
     assert TRACEBACK.splitlines()[1].strip().replace('"', "&#34;") in failed
 
 
-def test_figures_cover_every_kind_and_write_svg_pdf_png(report_dir: Path) -> None:
+def test_figures_cover_every_kind_and_write_svg_by_default(report_dir: Path) -> None:
     entries = json.loads((report_dir / "figures" / "figures.json").read_text())
     drawn = {(e["kind"], e["method"], e["title"]) for e in entries if e["stem"]}
     kinds = {(k, m) for k, m, _ in drawn}
@@ -469,8 +469,10 @@ def test_figures_cover_every_kind_and_write_svg_pdf_png(report_dir: Path) -> Non
     ) in drawn
     for entry in entries:
         if entry["stem"]:
-            for ext in ("svg", "pdf", "png"):
-                assert (report_dir / "figures" / f"{entry['stem']}.{ext}").stat().st_size > 1000
+            # SVG only unless asked: PDF and PNG were most of a report's time
+            assert entry["files"] == [f"{entry['stem']}.svg"]
+            assert (report_dir / "figures" / f"{entry['stem']}.svg").stat().st_size > 1000
+            assert not (report_dir / "figures" / f"{entry['stem']}.pdf").exists()
     skipped = {e["title"]: e["skipped"] for e in entries if not e["stem"]}
     assert skipped["cifar10 · resnet(depth=56): IMP accuracy against density"] == (
         "no lottery results"
@@ -701,10 +703,15 @@ def _sketch_cells() -> list[tuple[object, list[dict]]]:
 
 def test_a_third_party_methods_figures_appear_in_the_report(tmp_path: Path) -> None:
     out = _small_suite(tmp_path, _sketch_cells())
-    build_report(out, report_host(("thirdparty", ThirdParty())))  # no ReportError
+    host = report_host(("thirdparty", ThirdParty()))
+    host.reporters.get("figures").formats = ("png", "pdf")  # asked for: SVG comes anyway
+    build_report(out, host)  # no ReportError
     entries = json.loads((out / "figures" / "figures.json").read_text())
     mine = {e["title"]: e for e in entries if e["method"] == "sketch"}
     assert mine["Sketch: accuracy per stage"]["stem"] == "sketch-stages"
+    assert mine["Sketch: accuracy per stage"]["files"] == [
+        f"sketch-stages.{ext}" for ext in ("svg", "pdf", "png")
+    ]
     for ext in ("svg", "pdf", "png"):
         assert (out / "figures" / f"sketch-stages.{ext}").stat().st_size > 1000
     assert mine["Sketch: ranks"]["skipped"] == "no rank sweep in this suite"

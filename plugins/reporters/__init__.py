@@ -14,6 +14,7 @@ from pcnbench.api import Reporter
 from pcnbench.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from pcnbench.api import ReportData
@@ -35,19 +36,25 @@ class TablesReporter(Reporter):
 
 
 class FiguresReporter(Reporter):
-    """figures/*.svg, .pdf and .png, listed with the skipped ones in figures/figures.json.
+    """figures/*.svg (and .pdf, .png where `formats` asks), listed with the skipped ones in
+    figures/figures.json.
 
-    Pareto fronts and training curves, then each installed method's own `figures`.
+    Pareto fronts and training curves, then each installed method's own `figures`. SVG is
+    always written (the HTML page inlines it); set `formats` (e.g. `("svg", "pdf", "png")`)
+    for the copies papers and slides want: they take most of a report's time.
     """
 
     name = "figures"
     order = 20
 
+    def __init__(self, formats: Sequence[str] = ("svg",)) -> None:
+        self.formats: tuple[str, ...] = tuple(formats)
+
     def render(self, data: ReportData, out_dir: Path) -> list[Path]:
-        """Draw every figure the data supports."""
+        """Draw every figure the data supports, in `formats`."""
         from .figures import write_figures
 
-        return write_figures(data, out_dir)
+        return write_figures(data, out_dir, self.formats)
 
 
 class HtmlReporter(Reporter):

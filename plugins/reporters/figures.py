@@ -1,9 +1,10 @@
 """Figures: the report's own (Pareto fronts, training curves) and each method's (`figures`).
 
-Every figure is written as SVG (inlined by the HTML report), PDF (for papers) and PNG, under
-`figures/`, with a manifest (`figures/figures.json`) that also says which figures were skipped
-and why. A method's `Method.figures(data, colors)` is called once for each method in the
-results whose plugin is installed; what it returns is saved like the built-in figures, and a
+Every figure is written as SVG (inlined by the HTML report) under `figures/`, and as PDF (for
+papers) and PNG too where asked (the figures reporter's `formats`), with a manifest
+(`figures/figures.json`) that also says which figures were skipped and why. A method's
+`Method.figures(data, colors)` is called once for each method in the results whose plugin is
+installed; what it returns is saved like the built-in figures, and a
 method whose `figures` raises is reported as a failed figure set instead of stopping the report.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from matplotlib.layout_engine import PlaceHolderLayoutEngine
 
 from pcnbench.api import ReportFigure
 
@@ -25,14 +27,27 @@ from ._atomic import write_atomic, write_text_atomic
 from .curves import cumulative_epochs, curve_figures
 from .pareto import pareto_figures
 from .points import operating_points
-from .style import method_colors, style
+from .style import method_colors, style, tidy_ticks
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pcnbench.api import Method, ReportData
 
-__all__ = ["FigureEntry", "cumulative_epochs", "method_order", "render_figures", "write_figures"]
+__all__ = [
+    "DEFAULT_FORMATS",
+    "FigureEntry",
+    "check_formats",
+    "cumulative_epochs",
+    "method_order",
+    "render_figures",
+    "write_figures",
+]
 
 _EXTENSIONS = ("svg", "pdf", "png")
+# What a report writes unless asked for more: the SVG the HTML page inlines. PDF and PNG cost
+# most of a report's time (font subsetting, rasterizing at 200 dpi), so they are opt-in.
+DEFAULT_FORMATS = ("svg",)
 _NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -50,15 +65,34 @@ class FigureEntry:
     error: str = ""  # the traceback, when drawing or saving it failed
 
 
-def _save(fig: Any, out_dir: Path, stem: str) -> list[str]:
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """The figure formats asked for, SVG always first (the HTML page inlines it); a ValueError
+    names any format the report cannot write."""
+    asked = [str(f).strip().lower().lstrip(".") for f in formats]
+    unknown = [f for f in asked if f not in _EXTENSIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown figure format {', '.join(map(repr, unknown))}: choose from "
+            f"{', '.join(_EXTENSIONS)}"
+        )
+    return tuple(f for f in _EXTENSIONS if f == "svg" or f in asked)
+
+
+def _save(
+    fig: Any, out_dir: Path, stem: str, formats: Sequence[str] = DEFAULT_FORMATS
+) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    tidy_ticks(fig)  # last: limits and layout are final, methods' figures included
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        # what `tight_layout()` leaves behind: it would make every save lay out (draw) twice
+        fig.set_layout_engine(None)
     files = []
     meta = {
         "svg": {"Date": None, "Creator": None},
         "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
         "png": {"Software": None},
     }
-    for ext in _EXTENSIONS:
+    for ext in formats:
         path = out_dir / f"{stem}.{ext}"
         options = {"format": ext, "dpi": 200 if ext == "png" else None, "metadata": meta[ext]}
         write_atomic(path, lambda tmp, kw=options: fig.savefig(tmp, **kw))
@@ -86,7 +120,14 @@ def _failure(kind: str, title: str, method: str, exc: BaseException) -> FigureEn
     return FigureEntry(kind, title, skipped=why, method=method, error=error)
 
 
-def _entry(kind: str, method: str, item: Any, out_dir: Path, used: set[str]) -> FigureEntry:
+def _entry(
+    kind: str,
+    method: str,
+    item: Any,
+    out_dir: Path,
+    used: set[str],
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> FigureEntry:
     """Save one ReportFigure and describe it (skipped, or failed, with the reason)."""
     if not isinstance(item, ReportFigure):
         problem = TypeError(f"figures() returned {type(item).__name__}, not a ReportFigure")
@@ -101,7 +142,7 @@ def _entry(kind: str, method: str, item: Any, out_dir: Path, used: set[str]) -> 
             raise ValueError("the figure has no name (ReportFigure.name is its file stem)")
         if stem in used:
             raise ValueError(f"another figure of this report is already named {stem!r}")
-        files = _save(item.figure, out_dir, stem)
+        files = _save(item.figure, out_dir, stem, formats)
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno in _UNWRITABLE:
             raise  # the disk, not the figure: the report as a whole fails and says so
@@ -119,13 +160,14 @@ def _method_entries(
     colors: dict[str, str],
     out_dir: Path,
     used: set[str],
+    formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> list[FigureEntry]:
     """Call one method's `figures` and save what it returns; a raise is one failed entry."""
     try:
         items = list(method.figures(data, colors))
     except Exception as exc:
         return [_failure("method", f"{name} figures", name, exc)]
-    return [_entry("method", name, item, out_dir, used) for item in items]
+    return [_entry("method", name, item, out_dir, used, formats) for item in items]
 
 
 def _suite_methods(data: ReportData) -> list[str]:
@@ -149,8 +191,12 @@ def method_order(data: ReportData) -> list[str]:
     return list(dict.fromkeys([*listed, *present]))
 
 
-def render_figures(data: ReportData, out_dir: Path) -> list[FigureEntry]:
-    """Draw every figure the data supports under `out_dir`; skipped ones say why."""
+def render_figures(
+    data: ReportData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS
+) -> list[FigureEntry]:
+    """Draw every figure the data supports under `out_dir` (SVG, plus `formats`); skipped
+    ones say why."""
+    formats = check_formats(formats)
     groups = operating_points(data)
     order = method_order(data)
     colors = method_colors(order)
@@ -168,10 +214,11 @@ def render_figures(data: ReportData, out_dir: Path) -> list[FigureEntry]:
                 ("pareto", pareto_figures(groups, colors)),
                 ("curves", curve_figures(data, groups, colors)),
             ):
-                entries += [_entry(kind, "", item, out_dir, used) for item in items]
+                entries += [_entry(kind, "", item, out_dir, used, formats) for item in items]
         for name in order:
             if name in data.methods:
-                entries += _method_entries(name, data.methods[name], data, colors, out_dir, used)
+                method = data.methods[name]
+                entries += _method_entries(name, method, data, colors, out_dir, used, formats)
     return entries
 
 
@@ -191,13 +238,16 @@ def _old_files(fig_dir: Path) -> list[Path]:
     return found
 
 
-def write_figures(data: ReportData, out_dir: Path) -> list[Path]:
-    """Draw the figures under `out_dir`/figures and write the manifest the HTML report reads."""
+def write_figures(
+    data: ReportData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS
+) -> list[Path]:
+    """Draw the figures under `out_dir`/figures (SVG, plus `formats`) and write the manifest
+    the HTML report reads."""
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in _old_files(fig_dir):
         old.unlink(missing_ok=True)
-    entries = render_figures(data, fig_dir)
+    entries = render_figures(data, fig_dir, formats)
     manifest = fig_dir / "figures.json"
     write_text_atomic(manifest, json.dumps([asdict(e) for e in entries], indent=1))
     return [fig_dir / f for e in entries for f in e.files] + [manifest]

@@ -311,9 +311,29 @@ def point_keys(data: ReportData) -> dict[str, tuple[str, ...]]:
     return {name: tuple(method.point_keys) for name, method in data.methods.items()}
 
 
+# The last report's groups: the tables, figures, HTML page and methods' figures all ask for
+# them, and grouping is a good part of a small report's time. Callers must not modify them.
+_LAST: list[tuple[Any, Any, Any, tuple[tuple[str, tuple[str, ...]], ...], list[ModelGroup]]] = []
+
+
 def operating_points(data: ReportData) -> list[ModelGroup]:
-    """The report's (dataset, model) groups of operating points, as the tables show them."""
-    return model_groups(data.results, data.phases, point_keys(data))
+    """The report's (dataset, model) groups of operating points, as the tables show them.
+
+    Computed once per `data` (the same list is returned again: do not modify it).
+    """
+    keys = point_keys(data)
+    frozen = tuple(sorted(keys.items()))
+    for held, results, phases, held_keys, groups in _LAST:
+        if (
+            held is data
+            and results is data.results
+            and phases is data.phases
+            and held_keys == frozen
+        ):
+            return groups
+    groups = model_groups(data.results, data.phases, keys)
+    _LAST[:] = [(data, data.results, data.phases, frozen, groups)]
+    return groups
 
 
 def _share_items(group: ModelGroup) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "figure_per_group",
     "is_wide",
     "log_if_wide",
+    "log_tick",
     "method_colors",
     "minor_tick",
     "number",
@@ -65,6 +66,7 @@ __all__ = [
     "si_tick",
     "slug",
     "style",
+    "tidy_ticks",
 ]
 
 # Okabe–Ito: distinguishable with colour-blindness and in greyscale print; the baseline is black.
@@ -124,7 +126,7 @@ def slug(text: str) -> str:
 
 def bottom_legend(fig: Figure, handles: list[Any], max_cols: int = 4) -> None:
     """A legend under the axes, in as many columns as fit the figure's width, and room for it."""
-    renderer = FigureCanvasAgg(fig).get_renderer()
+    renderer = _renderer(fig)
     legend = None
     for ncol in range(min(max_cols, len(handles)), 0, -1):
         if legend is not None:
@@ -151,6 +153,25 @@ def log_if_wide(ax: Any, axis: str, values: list[float]) -> bool:
     return False
 
 
+def _renderer(fig: Figure) -> Any:
+    """The Agg renderer of `fig`, reused across calls (text extents are measured with it)."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    return canvas.get_renderer()
+
+
+# Where a label may go around its point: rings of 16 directions, nearest first (points).
+_RADII = (9, 15, 24, 36, 52, 72, 100, 140)
+_ANGLES = (-45, 45, -135, 135, 0, 180, -90, 90, -22.5, 22.5, -157.5, 157.5, -67.5, -112.5, 67.5)
+_DIRECTIONS = [(math.cos(math.radians(a)), math.sin(math.radians(a))) for a in (*_ANGLES, 112.5)]
+
+
+def _align(dx: float, dy: float) -> tuple[str, str]:
+    """Text alignment that puts a label on the far side of its offset from the point."""
+    ha = "left" if dx > 0.3 else "right" if dx < -0.3 else "center"
+    va = "bottom" if dy > 0.3 else "top" if dy < -0.3 else "center"
+    return ha, va
+
+
 def place_label(
     ax: Any,
     x: float,
@@ -160,11 +181,15 @@ def place_label(
     placed: list[Any],
     color: str = "#333333",
 ) -> None:
-    """Annotate (x, y) where the text covers the fewest points and earlier labels, inside the axes.
+    """Annotate (x, y) where the text overlaps no earlier label and covers fewest points.
 
-    `placed` collects the display-space boxes of the labels placed so far.
+    Deterministic: candidate spots on rings around the point, nearest first, inside the axes;
+    a leader line joins a label set off from its point. `placed` collects the display-space
+    boxes of the labels placed so far (pass the same list for every label of one figure).
     """
-    renderer = FigureCanvasAgg(ax.figure).get_renderer()
+    from matplotlib.transforms import Bbox
+
+    renderer = _renderer(ax.figure)
     scale = ax.figure.dpi / 72.0
     px, py = ax.transData.transform((x, y))
     others = [ax.transData.transform(p) for p in points if p != (x, y)]
@@ -172,40 +197,45 @@ def place_label(
     note = ax.annotate(
         text,
         (x, y),
-        xytext=(8, -8),
+        xytext=(0, 0),
         textcoords="offset points",
         fontsize=7.5,
         color=color,
+        ha="left",
+        va="bottom",
         arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.5, "shrinkB": 5},
     )
-    offsets = [(8, -8), (-8, -8), (8, 8), (-8, 8), (12, -20), (-12, -20), (12, 20)]
-    offsets += [(-12, 20), (0, 14), (0, -16), (20, -34), (-20, -34), (20, 34), (-20, 34)]
+    size = Text.get_window_extent(note, renderer)  # the text alone, not its leader line
+    w, h = size.width, size.height
+    margin = 4 * scale  # about a marker's radius
+    pad = 1.5 * scale  # clear space between two labels
     best = None
-    margin = 5 * scale  # about a marker's radius
-    for dx, dy in offsets:
-        ha = "left" if dx > 0 else "right" if dx < 0 else "center"
-        va = "top" if dy < 0 else "bottom"
-        note.set_position((dx, dy))
-        note.set_ha(ha)
-        note.set_va(va)
-        note.update_positions(renderer)
-        bbox = Text.get_window_extent(note, renderer)  # the text alone, not its leader line
-        hits = sum(
-            bbox.x0 - margin <= ox <= bbox.x1 + margin
-            and bbox.y0 - margin <= oy <= bbox.y1 + margin
-            for ox, oy in others
-        )
-        clashes = sum(bbox.overlaps(other) for other in placed)
-        near = (
-            bbox.x0 - margin <= px <= bbox.x1 + margin
-            and bbox.y0 - margin <= py <= bbox.y1 + margin
-        )
-        outside = bbox.x0 < box.x0 or bbox.x1 > box.x1 or bbox.y0 < box.y0 or bbox.y1 > box.y1
-        cost = hits + 10 * clashes + 3 * near + 20 * outside + 0.01 * (abs(dx) + abs(dy))
-        if best is None or cost < best[0]:
-            best = (cost, dx, dy, ha, va, bbox)
+    for r in _RADII:
+        for cx, cy in _DIRECTIONS:
+            dx, dy = r * cx, r * cy
+            ha, va = _align(cx, cy)
+            ax0 = px + dx * scale - {"left": 0.0, "center": w / 2, "right": w}[ha]
+            ay0 = py + dy * scale - {"bottom": 0.0, "center": h / 2, "top": h}[va]
+            bbox = Bbox.from_bounds(ax0, ay0, w, h)
+            clashes = sum(bbox.padded(pad).overlaps(other) for other in placed)
+            hits = sum(
+                bbox.x0 - margin <= ox <= bbox.x1 + margin
+                and bbox.y0 - margin <= oy <= bbox.y1 + margin
+                for ox, oy in others
+            )
+            near = (
+                bbox.x0 - margin <= px <= bbox.x1 + margin
+                and bbox.y0 - margin <= py <= bbox.y1 + margin
+            )
+            outside = bbox.x0 < box.x0 or bbox.x1 > box.x1 or bbox.y0 < box.y0 or bbox.y1 > box.y1
+            penalty = 1000 * clashes + 200 * outside + 3 * hits + 3 * near
+            cost = penalty + 0.05 * r
+            if best is None or cost < best[0]:
+                best = (cost, penalty, dx, dy, ha, va, bbox)
+        if best is not None and best[1] == 0:  # free, inside, clear of points: go no further
+            break
     assert best is not None
-    _, dx, dy, ha, va, bbox = best
+    _, _, dx, dy, ha, va, bbox = best
     note.set_position((dx, dy))
     note.set_ha(ha)
     note.set_va(va)
@@ -226,6 +256,136 @@ def minor_tick(value: float, _pos: int) -> str:
     return (
         f"{value:g}" if round(mantissa) in (2, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
     )
+
+
+def log_tick(value: float, _pos: int | None = None) -> str:
+    """One tick label style for log axes, majors and minors alike: 0.05, 3, 250, 30k, 1.5M."""
+    return si_tick(float(f"{value:.3g}"))
+
+
+def _nice(value: float) -> int:
+    """How round a log-axis tick is: 0 for 1×10ⁿ, 1 for 2× and 5×, 2 for 3×, 3 otherwise."""
+    if value <= 0 or not math.isfinite(value):
+        return 3
+    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+    return {1.0: 0, 10.0: 0, 2.0: 1, 5.0: 1, 3.0: 2}.get(mantissa, 3)
+
+
+def _in_view(axis: Any, locs: Sequence[float]) -> list[int]:
+    """Indices of `locs` inside the axis's view limits (ends included)."""
+    lo, hi = sorted(axis.get_view_interval())
+    slack = (hi - lo) * 1e-9
+    return [i for i, v in enumerate(locs) if lo - slack <= v <= hi + slack]
+
+
+def _tick_boxes(axis: Any, minor: bool, renderer: Any) -> list[tuple[int, float, str, Any]]:
+    """(index, location, text, display box) of each labelled tick inside the view."""
+    locs = list(axis.get_minorticklocs() if minor else axis.get_majorticklocs())
+    if minor:
+        axis.get_minorticklabels()  # sets the ticks' positions and texts
+        ticks = axis.get_minor_ticks(len(locs))
+    else:
+        axis.get_majorticklabels()
+        ticks = axis.get_major_ticks(len(locs))
+    out = []
+    for i in _in_view(axis, locs):
+        tick = ticks[i]
+        labels = [t for t in (tick.label1, tick.label2) if t.get_visible() and t.get_text()]
+        if labels:
+            box = labels[0].get_window_extent(renderer)
+            out.append((i, float(locs[i]), labels[0].get_text(), box))
+    return out
+
+
+def _fallback_ticks(axis: Any) -> list[float]:
+    """Round values inside the view, for an axis that would show fewer than two labels.
+
+    Multiples of the coarsest step (100, 50, 20, 10, 5, 2 or 1 units of a tenth of the span's
+    order of magnitude) that gives at least two: 10 and 15 on a log axis from 9.4 to 15.5.
+    """
+    lo, hi = sorted(float(v) for v in axis.get_view_interval())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return []
+    e = math.floor(math.log10(hi - lo)) - 1
+    first, last = math.ceil(lo / 10**e - 1e-9), math.floor(hi / 10**e + 1e-9)
+    for step in (100, 50, 20, 10, 5, 2, 1):
+        values = [float(f"{n}e{e}") for n in range(first, last + 1) if n % step == 0]
+        if len(values) >= 2:
+            return values
+    return []
+
+
+def _choose(axis: Any, renderer: Any, pad: float, log: bool) -> tuple[dict, dict]:
+    """index → text of the major and of the minor tick labels to keep: none overlapping."""
+    major = _tick_boxes(axis, False, renderer)
+    minor = _tick_boxes(axis, True, renderer)
+    if log and len(major) >= 2:
+        minor = []  # decades are labelled: the ticks between them need no numbers
+    kept: list[Any] = []
+    chosen: tuple[dict, dict] = ({}, {})
+    # Majors from the low end up, then minors roundest first, each where it overlaps nothing.
+    ranked = sorted(major, key=lambda m: m[1])
+    ranked += sorted(minor, key=lambda m: (_nice(m[1]) if log else 0, m[1]))
+    for n, (i, _loc, text, box) in enumerate(ranked):
+        if not any(box.padded(pad).overlaps(k) for k in kept):
+            kept.append(box)
+            chosen[n >= len(major)][i] = text
+    return chosen
+
+
+def _tidy_axis(axis: Any, renderer: Any, pad: float) -> None:
+    """Labels on one axis that do not overlap, in one style on log axes; at least two."""
+    from matplotlib.ticker import (
+        FixedFormatter,
+        FixedLocator,
+        FuncFormatter,
+        LogFormatter,
+        NullFormatter,
+    )
+
+    log = axis.get_scale() == "log"
+    if log:  # matplotlib's own log labels (3×10⁴) would mix with ours (100k): one style
+        if isinstance(axis.get_major_formatter(), LogFormatter):
+            axis.set_major_formatter(FuncFormatter(log_tick))
+        if isinstance(axis.get_minor_formatter(), LogFormatter):
+            axis.set_minor_formatter(FuncFormatter(log_tick))
+    major, minor = _choose(axis, renderer, pad, log)
+    if len(major) + len(minor) < 2:  # one label (or none) says nothing about the scale
+        values = _fallback_ticks(axis)
+        if len(values) >= 2:
+            axis.set_major_locator(FixedLocator(values))
+            axis.set_major_formatter(FuncFormatter(log_tick if log else lambda v, _p: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+            major, minor = _choose(axis, renderer, pad, log)
+    for is_minor, keep in ((False, major), (True, minor)):
+        locs = [
+            float(v) for v in (axis.get_minorticklocs() if is_minor else axis.get_majorticklocs())
+        ]
+        if not locs:
+            continue
+        labels = [keep.get(i, "") for i in range(len(locs))]
+        if is_minor:
+            axis.set_minor_locator(FixedLocator(locs))
+            axis.set_minor_formatter(FixedFormatter(labels))
+        else:
+            axis.set_major_locator(FixedLocator(locs))
+            axis.set_major_formatter(FixedFormatter(labels))
+
+
+def tidy_ticks(fig: Figure) -> None:
+    """Make every axis of `fig` readable: no overlapping tick labels, one label style on log
+    axes (no 3×10⁴ beside 100k), minor labels only where decades leave fewer than two, and
+    at least two labelled ticks. Call it last, when limits and layout are final (the report
+    calls it on every figure it saves, methods' included)."""
+    renderer = _renderer(fig)
+    for ax in fig.axes:
+        if not ax.axison:
+            continue
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_visible():
+                size = axis.get_ticklabels()[0].get_fontsize() if axis.get_ticklabels() else 9
+                # at least 0.6 em between neighbouring labels (half of it around each box)
+                _tidy_axis(axis, renderer, 0.3 * size * fig.dpi / 72.0)
 
 
 def outlier_floor(ys: list[float]) -> float | None:
