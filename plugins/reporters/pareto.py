@@ -60,6 +60,38 @@ def _point_cost(point: Point, key: str) -> pd.Series:
     return measured if measured.notna().all() else estimate
 
 
+def _estimated(point: Point) -> bool:
+    """Whether a point's training energy is an estimate (some seed has no measured value)."""
+    return bool(point.values("train_energy_j").isna().any())
+
+
+def _estimate_methods(points: list[Point]) -> str:
+    """How the points' energy estimates were made, as the results say (e.g. a meter's model)."""
+    found: list[str] = []
+    for p in points:
+        for name in ("energy_est_method", "energy_estimate_method"):
+            values = p.rows.get(name)
+            if values is not None:
+                found += [str(v) for v in values.dropna() if str(v)]
+    return "; ".join(dict.fromkeys(found))
+
+
+def _all_estimated_reason(points: list[Point]) -> str:
+    """Why an energy figure whose every point is an estimate is left out."""
+    how = _estimate_methods(points)
+    return (
+        "left out: no training energy was measured (no energy meter on this machine); every "
+        "value is an estimate" + (f" ({how})" if how else "") + ", i.e. training time × a "
+        "modelled average power, so the figure would repeat accuracy against training time"
+    )
+
+
+MIXED_ENERGY_NOTE = (
+    " Training energy: filled markers are measured; hollow markers are estimates "
+    "(training time × a modelled average power{how}), not measurements."
+)
+
+
 def _energy_axis_label(points: list[Point]) -> str:
     kinds = set()
     for p in points:
@@ -87,6 +119,9 @@ def _pareto_skips(points: list[tuple[ModelGroup, Point]]) -> dict[str, str]:
             if reasons:
                 why += f" ({'; '.join(sorted(reasons))})"
         skipped[key] = why
+    drawn = [p for _, p in points if _point_cost(p, "train_energy_j").notna().all()]
+    if "train_energy_j" not in skipped and all(_estimated(p) for p in drawn):
+        skipped["train_energy_j"] = _all_estimated_reason(drawn)
     return skipped
 
 
@@ -209,6 +244,19 @@ def _pareto_figure(
         handles += [
             Line2D([], [], color="#666666", marker=markers[m], ls="", ms=7, label=m) for m in models
         ]
+    if key == "train_energy_j" and mixed:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="#555555",
+                marker="o",
+                mfc="white",
+                ls="",
+                ms=7,
+                label="energy estimated (hollow)",
+            )
+        )
     handles.append(Line2D([], [], color="#555555", ls="--", lw=1.1, label="Pareto frontier"))
     handles.append(
         Line2D([], [], color="#888888", marker="o", ls="", alpha=0.3, label="dominated (faded)")
@@ -253,5 +301,13 @@ def pareto_figures(groups: list[ModelGroup], colors: dict[str, str]) -> list[Rep
                 out.append(ReportFigure(name, heading, "", skipped=skipped[key]))
                 continue
             figure = _pareto_figure(dataset, members, colors, cost)
-            out.append(ReportFigure(name, heading, CAPTION, figure=figure))
+            caption = CAPTION
+            if key == "train_energy_j":
+                drawn = [p for g in members for p in g.points]
+                drawn = [p for p in drawn if _point_cost(p, key).notna().all()]
+                estimates = [p for p in drawn if _estimated(p)]
+                if estimates:
+                    how = _estimate_methods(estimates)
+                    caption += MIXED_ENERGY_NOTE.format(how=f": {how}" if how else "")
+            out.append(ReportFigure(name, heading, caption, figure=figure))
     return out
