@@ -141,26 +141,40 @@ def _cells_status(data: ReportData) -> dict[str, int]:
     return {str(k): int(v) for k, v in cells["status"].value_counts().items()}
 
 
-def _unfinished(data: ReportData) -> list[dict[str, str]]:
+def _unfinished(data: ReportData) -> list[dict[str, Any]]:
+    """Cells not done, one row per distinct (status, reason): its count, cells and full error.
+
+    A suite whose every cell met the same error (a missing package, say) gives one row, not
+    one per cell; the cells are listed under it.
+    """
     cells = data.cells
     if cells.empty:
         return []
-    out = []
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
     for _, cell in cells[cells["status"] != "done"].iterrows():
         error = cell.get("error")
         error = str(error) if isinstance(error, str) else ""
         last = error.strip().splitlines()[-1] if error.strip() else ""
-        out.append(
-            {
-                "label": str(cell.get("label") or cell["cell_id"]),
-                "cell_id": str(cell["cell_id"]),
-                "status": str(cell["status"]),
-                "summary": last
-                or ("still running, or the run stopped" if cell["status"] == "running" else ""),
-                "error": error,
-            }
+        status = str(cell["status"])
+        summary = last or ("still running, or the run stopped" if status == "running" else "")
+        group = groups.setdefault(
+            (status, summary),
+            {"status": status, "summary": summary, "error": error, "cells": [], "errors": set()},
         )
-    return out
+        group["cells"].append(
+            {"label": str(cell.get("label") or cell["cell_id"]), "cell_id": str(cell["cell_id"])}
+        )
+        group["errors"].add(error.strip())
+    out = []
+    for group in groups.values():
+        distinct = len(group.pop("errors"))
+        group["count"] = len(group["cells"])
+        # the full error of the first cell; others with the same last line may differ above it
+        group["error_note"] = (
+            f"first of {distinct} different tracebacks ending in this line" if distinct > 1 else ""
+        )
+        out.append(group)
+    return sorted(out, key=lambda g: (-g["count"], g["status"], g["summary"]))
 
 
 def render_html(data: ReportData, out_dir: Path) -> str:

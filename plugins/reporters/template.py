@@ -52,7 +52,11 @@ pre { background: var(--soft); border: 1px solid var(--line); padding: 10px 12px
       font: 12.5px/1.45 ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
 details summary { cursor: pointer; color: var(--accent); }
 td.err { white-space: normal; font-family: ui-monospace, "DejaVu Sans Mono", monospace;
-         font-size: 12.5px; color: var(--bad); }
+         font-size: 12.5px; color: var(--bad); min-width: 28em; max-width: 60em;
+         overflow-wrap: anywhere; }
+td.err pre { white-space: pre-wrap; max-height: 24em; overflow: auto; color: var(--ink); }
+td.cells { white-space: normal; min-width: 16em; max-width: 32em; overflow-wrap: anywhere; }
+td.cells ul { margin: 4px 0 0; padding-left: 18px; }
 dl.env { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; font-size: 13.5px; }
 dl.env dt { color: var(--muted); }
 dl.env dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
@@ -118,12 +122,15 @@ Generated {{ generated }}.</p>
 <section id="failed">
 <h2>Failed and unfinished cells</h2>
 {% if unfinished %}
-<div class="scroll"><table>
-<thead><tr><th class="l">Cell</th><th class="l">Status</th><th class="l">Reason</th></tr></thead>
+{% set n = unfinished|sum(attribute="count") %}<p class="muted">{{ n }} cell{% if n != 1 %}s{% endif %} did not finish, {{ unfinished|length }} distinct reason{% if unfinished|length > 1 %}s{% endif %}: one row per reason (status and last line of the error), most cells first.</p>
+<div class="scroll"><table class="failed">
+<thead><tr><th class="l">Reason (last line of the error)</th><th class="l">Status</th><th class="r">Cells</th><th class="l">Which cells</th></tr></thead>
 <tbody>
-{% for c in unfinished %}<tr><td class="l">{{ c.label }}<span class="sub">{{ c.cell_id }}</span></td>
-<td class="l">{{ c.status }}</td>
-<td class="err">{{ c.summary }}{% if c.error and c.error.strip() != c.summary %}<details><summary>full error</summary><pre>{{ c.error }}</pre></details>{% endif %}</td></tr>
+{% for g in unfinished %}<tr>
+<td class="err">{{ g.summary or "no error recorded" }}{% if g.error and g.error.strip() != g.summary %}<details><summary>full error{% if g.error_note %} ({{ g.error_note }}){% endif %}</summary><pre>{{ g.error }}</pre></details>{% endif %}</td>
+<td class="l">{{ g.status }}</td>
+<td class="r">{{ g.count }}</td>
+<td class="cells">{% if g.count == 1 %}{{ g.cells[0].label }}<span class="sub">{{ g.cells[0].cell_id }}</span>{% else %}<details><summary>{{ g.count }} cells</summary><ul>{% for c in g.cells %}<li>{{ c.label }}<span class="sub">{{ c.cell_id }}</span></li>{% endfor %}</ul></details>{% endif %}</td></tr>
 {% endfor %}</tbody></table></div>
 {% else %}
 <p class="muted">None: every cell finished.</p>
