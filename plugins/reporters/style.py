@@ -11,9 +11,13 @@ change:
   `number(value)` reads a cell value as a float (NaN when it is not a number).
 - `DASHES`, `MODEL_MARKERS`: line styles and markers the built-in figures cycle through.
 - `bottom_legend(fig, handles)`: a legend under the axes, with room made for it.
-- `place_label(ax, x, y, text, points, placed)`: annotate a point where it covers least.
-- `si_tick(value)` / `minor_tick(value, pos)`: tick labels such as 25k, 1.5M; 2s and 5s on
-  log axes. `log_if_wide(ax, axis, values)`: log scale when values span more than 10×.
+- `place_label(ax, x, y, text, points, placed)`: annotate a point where its label overlaps no
+  earlier one and covers fewest points (deterministic; a leader line where it is set off).
+- `si_tick(value)` / `minor_tick(value, pos)` / `log_tick(value, pos)`: tick labels such as
+  25k, 1.5M; 2s and 5s on log axes; one style for every tick of a log axis.
+  `log_if_wide(ax, axis, values)`: log scale when values span more than 10×.
+- `tidy_ticks(fig)`: no overlapping tick labels, one label style on log axes, at least two
+  labelled ticks per axis. The report applies it to every figure it saves (methods' too).
 - `outlier_floor(ys)`: an accuracy below which points would squash the axis (draw them on
   the edge instead). `pad_limits(...)`: room so markers and error bars are not clipped.
 - `slug(text)`: text made safe for a figure name (`ReportFigure.name`).
