@@ -75,7 +75,9 @@ class Job:
 
     config: WorkerConfig
     cells: dict[str, Cell]  # the cells to run, by id, in suite order
-    jobs: int = 1  # how many cells at once (the local executor's worker processes)
+    # how many cells at once (the local executor's worker processes); None: the executor
+    # decides (local: one on the CPU, every GPU slot `gpus` allows on CUDA)
+    jobs: int | None = None
     address: str | None = None  # a cluster to join (executors that have one)
     options: dict[str, Any] = field(default_factory=dict)  # the suite's executor.options
     cpus: float = 1.0  # per cell

@@ -210,7 +210,9 @@ class Runner:
 
     def machine_load(self, job: Job) -> MachineLoad:
         """The machine's load as `job` starts, against the threads its cells will use here."""
-        processes = max(1, min(job.jobs, len(job.cells))) if self.executor_name == "local" else 1
+        processes = (
+            max(1, min(job.jobs or 1, len(job.cells))) if self.executor_name == "local" else 1
+        )
         return machine_load(job.config.threads_for(processes), processes)
 
     def job(self, todo: list[Cell]) -> Job:

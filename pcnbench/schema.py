@@ -50,7 +50,7 @@ class ExecutorSpec(_Strict):
     """Where cells run: an executor plugin by name (`executor: ray` for short), its options."""
 
     name: str = Field(default="local", min_length=1)
-    jobs: int = Field(default=1, ge=1)  # local: worker processes
+    jobs: int | None = Field(default=None, ge=1)  # local: worker processes (None: it decides)
     address: str | None = None  # ray: an existing cluster ("auto", "ray://host:10001", ...)
     options: dict[str, Any] = Field(default_factory=dict)  # the executor's own settings
 

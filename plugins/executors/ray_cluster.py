@@ -154,7 +154,7 @@ class RayExecutor(Executor):
                         )
                     events.finished(cell_id, outcome)
                     submit(cells.next(after=cell_id, steal=False))
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or the driver stopping the run (HaltError: disk full)
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
