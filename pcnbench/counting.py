@@ -37,11 +37,14 @@ def count_params(model: nn.Module) -> int:
     hold (`check_countable` makes sure the removed ones are zero).
     """
     masks = {id(m.param): m.mask for m in masked_parameters(model)}
-    total = 0
+    total, kept = 0, []
     for tensor in counted_tensors(model).values():
         mask = masks.get(id(tensor))
-        total += int(mask.count_nonzero()) if mask is not None else tensor.numel()
-    return total
+        if mask is None:
+            total += tensor.numel()
+        else:
+            kept.append(mask.count_nonzero())
+    return total + sum(_read(kept))  # the masks' counts in one read per device
 
 
 def _read(scalars: list[torch.Tensor]) -> list[Any]:

@@ -63,11 +63,13 @@ def set_mask(module: nn.Module, param_name: str, mask: torch.Tensor) -> None:
 
 def mask_density(model: nn.Module) -> float | None:
     """Fraction of masked weights that remain, read from the masks (None when none is masked)."""
-    kept = total = 0
-    for m in masked_parameters(model):
-        kept += int(m.mask.count_nonzero())
-        total += m.mask.numel()
-    return kept / total if total else None
+    masks = [m.mask for m in masked_parameters(model)]
+    total = sum(mask.numel() for mask in masks)
+    if not total:
+        return None
+    # one read of the device, not one per mask
+    kept = int(torch.stack([mask.count_nonzero() for mask in masks]).sum())
+    return kept / total
 
 
 class MaskEnforcer:
