@@ -128,6 +128,8 @@ class TensorBatches:
         shape = (1, channels) + (1,) * (x.dim() - 2)
         self._mean = torch.tensor(splits.mean, dtype=x.dtype, device=self.device).view(shape)
         self._std = torch.tensor(splits.std, dtype=x.dtype, device=self.device).view(shape)
+        # recipe.channels_last: image batches come out channels_last, indexing keeps the format
+        self._channels_last = recipe.channels_last and x.dim() == 4
         self._x = self._normalized(x)
         self._y = splits.y_train.to(self.device)
         self._eval = {"test": (self._normalized(splits.x_test), splits.y_test.to(self.device))}
@@ -144,8 +146,12 @@ class TensorBatches:
         moved = x.to(self.device)
         # Normalize in place only on a private copy; never overwrite the caller's tensor.
         if moved.data_ptr() == x.data_ptr():
-            return (moved - self._mean) / self._std
-        return moved.sub_(self._mean).div_(self._std)
+            normalized = (moved - self._mean) / self._std
+        else:
+            normalized = moved.sub_(self._mean).div_(self._std)
+        if self._channels_last:
+            return normalized.contiguous(memory_format=torch.channels_last)
+        return normalized
 
     def _init_augmentation(self) -> None:
         if len(self.input_shape) != 3:
@@ -169,11 +175,8 @@ class TensorBatches:
     def _epoch_draws(
         self, epoch: int
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        # non_blocking: a copy from pageable memory is safe unsynchronized and keeps the
-        # training loop free of stream syncs.
-        order = _epoch_permutation(self.n_train, self.seed, epoch).to(
-            self.device, non_blocking=True
-        )
+        # Pinned, then non_blocking: the copies are queued behind the GPU's work, never waited for.
+        order = self._to_device(_epoch_permutation(self.n_train, self.seed, epoch))
         if not self._augment:
             return order, None
         g = _generator(self.seed, _AUGMENT, epoch)
@@ -182,10 +185,13 @@ class TensorBatches:
         # Source row and column of every output row and column, per position in the epoch.
         rows = offsets[:, :1] + self._rows
         columns = self._columns[flips] + offsets[:, 1:]
-        return order, (
-            rows.to(self.device, non_blocking=True),
-            columns.to(self.device, non_blocking=True),
-        )
+        return order, (self._to_device(rows), self._to_device(columns))
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the device, copied asynchronously (from pinned memory on CUDA)."""
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
 
     def _crop_flip(
         self, x: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["Augmentation", "Optimizer", "Recipe", "Schedule", "check_speed_settings"]
 
 
 class _Strict(BaseModel):
@@ -48,6 +51,30 @@ class Recipe(_Strict):
     augmentation: Augmentation = Field(default_factory=Augmentation)
     eval_every: int = Field(1, ge=0, description="evaluate every N epochs; 0 = only at the end")
     validation_split: float = Field(0.0, ge=0, lt=1)
+    # Speed settings (README "Speed settings"): each changes the numbers a cell produces a
+    # little, so a non-default value enters the cell id like any other recipe value.
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32",
+        description="fp32: PyTorch's defaults; tf32: TF32 matmuls and convolutions on CUDA;"
+        " bf16: training forwards and loss under bf16 autocast",
+    )
+    channels_last: bool = Field(
+        False, description="model and 4-D input batches in channels_last memory format"
+    )
+    compile: Literal[False, "default", "reduce-overhead"] = Field(
+        False,
+        description="torch.compile the model for training steps; reduce-overhead adds CUDA graphs",
+    )
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, value: Any) -> Any:
+        # `compile: true` reads as torch.compile's default mode (and gives the same cell id)
+        if value is True:
+            return "default"
+        if value is False or value in ("default", "reduce-overhead"):
+            return value
+        raise ValueError(f"must be false, default or reduce-overhead (got {value!r})")
 
     @model_validator(mode="after")
     def _milestones_within_training(self) -> Recipe:
@@ -59,3 +86,56 @@ class Recipe(_Strict):
         if self.schedule.milestones != sorted(self.schedule.milestones):
             raise ValueError("schedule.milestones: must be increasing")
         return self
+
+
+def check_speed_settings(recipe: Recipe, device: Any) -> None:
+    """Raise PcnbenchError when `recipe`'s speed settings cannot run on `device` (a torch device).
+
+    Called where the device is known (a session is built for it); the message names the key.
+    """
+    import shutil
+    import warnings
+
+    import torch
+
+    from pcnbench.errors import PcnbenchError
+
+    device = torch.device(device)
+    kind = device.type
+    if recipe.precision == "bf16":
+        supported = torch.amp.is_autocast_available(kind)
+        if supported and kind == "cuda":
+            supported = torch.cuda.is_bf16_supported()
+        elif supported:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an unsupported dtype warns and disables
+                supported = getattr(torch.autocast(kind, dtype=torch.bfloat16), "_enabled", True)
+        if not supported:
+            raise PcnbenchError(
+                f"recipe.precision: bf16 is not supported on device '{device}' (bf16 autocast"
+                " is unavailable there); use precision: fp32"
+            )
+    if recipe.compile is False:
+        return
+    if recipe.compile == "reduce-overhead" and kind != "cuda":
+        raise PcnbenchError(
+            f"recipe.compile: reduce-overhead captures CUDA graphs and needs a CUDA device; this"
+            f" cell runs on '{device}'; use compile: default (or false)"
+        )
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        raise PcnbenchError(
+            "recipe.compile: torch.compile is not supported with this Python and PyTorch"
+            f" (torch {torch.__version__}); set compile: false"
+        )
+    if kind == "cpu":
+        compiler = next(
+            (c for c in (os.environ.get("CXX"), "g++", "clang++", "c++") if c and shutil.which(c)),
+            None,
+        )
+        if compiler is None:
+            raise PcnbenchError(
+                "recipe.compile: torch.compile on the CPU needs a C++ compiler (g++ or clang++,"
+                " or one named by $CXX) and none was found; install one or set compile: false"
+            )

@@ -25,7 +25,7 @@ from pcnbench.masks import mask_density
 from pcnbench.metering import MeterSet, energy_columns
 from pcnbench.optim import build_optimizer
 from pcnbench.phases import PhaseClock
-from pcnbench.recipe import Recipe
+from pcnbench.recipe import Recipe, check_speed_settings
 from pcnbench.records import EpochRecord, PhaseRecord
 from pcnbench.schedule import lr_at
 from pcnbench.state import EpochTally, TrainingState, rng_state, set_rng_state
@@ -50,6 +50,21 @@ def _first_nonfinite(losses: torch.Tensor, first: int, before: torch.Tensor | No
     found = torch.stack((first + index, inf))
     found = torch.where(bad.any(), found, torch.full_like(found, -1))
     return found if before is None else torch.where(before[0] >= 0, before, found)
+
+
+def _hook_keys(model: nn.Module) -> tuple[int, ...]:
+    """The handles of every module hook of `model`: compiled code does not see later changes."""
+    return tuple(
+        key
+        for module in model.modules()
+        for hooks in (
+            module._forward_pre_hooks,
+            module._forward_hooks,
+            module._backward_pre_hooks,
+            module._backward_hooks,
+        )
+        for key in hooks
+    )
 
 
 def _divergence(tally: EpochTally, steps_per_epoch: int) -> str:
@@ -115,6 +130,13 @@ class Session:
         self.measure_inference = measure_inference
         self.seed = seed
         self.device = torch.device(device)
+        check_speed_settings(recipe, self.device)  # PcnbenchError naming the recipe key
+        self._set_tf32()
+        # recipe.compile: the compiled model of the current one, built at its first training
+        # step; with the hook handles it was built under (a change means compiling again)
+        self._compiled: nn.Module | None = None
+        self._compiled_hooks: tuple[int, ...] = ()
+        self._compiled_before = False
         self.on_epoch_end = on_epoch_end
         self.on_progress = on_progress
         self._source = make_source(data, recipe, seed, self.device)
@@ -175,7 +197,11 @@ class Session:
     @model.setter
     def model(self, model: nn.Module) -> None:
         self._trunk.leave()  # a replaced model leaves the trunk (restore may bring it back)
-        self._model = model.to(self.device)
+        model = model.to(self.device)
+        if self.recipe.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
+        self._compiled = None  # recipe.compile: compiled again for the new model when it trains
         self._optimizer = build_optimizer(self._model, self.recipe)
         self._lr: float | None = None  # forces the next step to set the schedule's rate
 
@@ -300,6 +326,7 @@ class Session:
         On the dense trunk, a cached state up to `until` is restored instead of trained.
         """
         stop = self._until_step(until)
+        self._set_tf32()
         op, self._op = self._op, self._op + 1
         if self._replay.replay(self, op, stop):
             return  # a resumed cell: this call ended in the interrupted run
@@ -351,10 +378,57 @@ class Session:
         if self.on_progress is not None:
             self.on_progress(self._step, self.total_steps)
 
+    def _set_tf32(self) -> None:
+        """recipe.precision's TF32 switches on a CUDA device (set per session: they are global).
+
+        fp32 and bf16 keep PyTorch's defaults (TF32 for cuDNN convolutions, not for matmuls);
+        tf32 allows it for both. Nothing changes on other devices.
+        """
+        if self.device.type == "cuda":
+            tf32 = self.recipe.precision == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = True
+
+    def _training_model(self) -> nn.Module:
+        """What training steps call: the model, or with recipe.compile its compiled form.
+
+        Compiled afresh for each model (assigning `model` drops it) and when the model's hooks
+        changed since (compiled code would not run them). Evaluation, calibration, counting
+        and checkpoints use the model itself: its hooks fire, its state_dict is the model's.
+        """
+        mode = self.recipe.compile
+        if mode is False:
+            return self._model
+        hooks = _hook_keys(self._model)
+        if self._compiled is None or hooks != self._compiled_hooks:
+            if not self._compiled_before or self._compiled is not None:
+                # A fresh cache per session (the limit on recompilations is per code object,
+                # e.g. Sequential.forward across cells), and after a hook change: compiled
+                # code is not guarded on hooks, so it would skip the new ones.
+                torch._dynamo.reset()
+            self._compiled = torch.compile(
+                self._model, mode=None if mode == "default" else mode, dynamic=False
+            )
+            self._compiled_hooks = hooks
+            self._compiled_before = True
+        return self._compiled
+
     def _train_epoch(self, phase: str, epoch: int, first: int, last: int) -> None:
         """Train batches `first:last` of `epoch`; record the epoch if that completes it."""
         started = time.perf_counter()
         model, optimizer, recipe = self._model, self._optimizer, self.recipe
+        # Speed settings (recipe.precision, channels_last, compile): a compiled model runs the
+        # full batches (static shapes: one graph), the model itself a ragged last batch.
+        fast = self._training_model()
+        full = recipe.batch_size
+        bf16 = recipe.precision == "bf16"
+        device_type = self.device.type
+        channels_last = torch.channels_last if recipe.channels_last else None
+        mark_step = (
+            torch.compiler.cudagraph_mark_step_begin
+            if recipe.compile == "reduce-overhead"
+            else None
+        )
         steps_per_epoch, total = self.steps_per_epoch, self.total_steps
         step = self._step
         on_progress = self.on_progress
@@ -370,7 +444,16 @@ class Session:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 self._lr = lr
-            loss = F.cross_entropy(model(x), y)
+            if channels_last is not None and x.dim() == 4:
+                x = x.contiguous(memory_format=channels_last)  # no copy when it already is
+            net = fast if len(x) == full else model
+            if mark_step is not None:
+                mark_step()
+            if bf16:
+                with torch.autocast(device_type, dtype=torch.bfloat16):
+                    loss = F.cross_entropy(net(x), y)
+            else:
+                loss = F.cross_entropy(net(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -441,20 +524,26 @@ class Session:
         with self.phase("eval", kind="eval"):
             modes = [(module, module.training) for module in self._model.modules()]
             self._model.eval()
+            self._set_tf32()
+            channels_last = torch.channels_last if self.recipe.channels_last else None
+            # Summed on the device and read once at the end: no wait for the GPU per batch.
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
             loss = torch.zeros((), device=self.device)
             n = 0
             try:
                 with torch.no_grad():
                     for x, y in self._source.eval_batches(split):
+                        if channels_last is not None and x.dim() == 4:
+                            x = x.contiguous(memory_format=channels_last)
                         out = self._model(x)
                         loss += F.cross_entropy(out, y, reduction="sum")
                         correct += (out.argmax(1) == y).sum()
                         n += len(y)
+                totals = torch.stack((correct.double(), loss.double())).tolist()
             finally:
                 for module, training in modes:
                     module.training = training
-        return {"accuracy": correct.item() / n, "loss": loss.item() / n}
+        return {"accuracy": totals[0] / n, "loss": totals[1] / n}
 
     def snapshot(self) -> Snapshot:
         """A deep copy of model, optimizer state, step and RNG states to `restore` later."""

@@ -297,7 +297,7 @@ def test_cli_reports_suite_error_with_exit_2_and_no_traceback(write_suite, capsy
     assert captured.err.strip() == (
         f"{file}:{where(BASE_SUITE, 'epochs')[0]}:3: recipe.epoch: unknown key 'epoch'; "
         "did you mean 'epochs'? (allowed: epochs, batch_size, optimizer, weight_decay, schedule, "
-        "augmentation, eval_every, validation_split)"
+        "augmentation, eval_every, validation_split, precision, channels_last, compile)"
     )
     assert "Traceback" not in captured.err
 
