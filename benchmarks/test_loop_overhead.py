@@ -1,26 +1,29 @@
 """Harness overhead: `Session.train` against a bare PyTorch loop doing the same steps.
 
-Run as a script: ``python benchmarks/bench_loop_overhead.py [--epochs E] [--repeats R]``.
-Quickstart-like setup (MLP on scikit-learn's digits); the target is a ratio of at most 1.03.
+Quickstart-like setup (MLP on scikit-learn's digits); target harness/bare ≤ 1.03.
+Figures: harness/bare and harness/bare-prenormalized (the bare loop normalizing the training
+set once, as the harness does, instead of per batch), and µs per step of each.
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from _common import paired, sync
 from sklearn.datasets import load_digits
 from torch import nn
 
-from pcnbench.api import TensorSplits
+from pcnbench.contracts import TensorSplits
 from pcnbench.data import derive_seed
 from pcnbench.recipe import Recipe
 from pcnbench.session import Session
 
 SEED = 0
+TARGET = 1.03
 
 
 def digits_splits() -> TensorSplits:
@@ -67,29 +70,16 @@ def recipe(epochs: int) -> Recipe:
     )
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work so the clock reads include it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_harness(splits: TensorSplits, epochs: int, device: torch.device) -> float:
-    """Seconds of `Session.train` for `epochs` epochs (it evaluates on test after the last)."""
-    session = Session(mlp(), splits, recipe(epochs), seed=SEED, device=device)
-    sync(device)
-    started = time.perf_counter()
+def harness(splits: TensorSplits, epochs: int, device: str) -> None:
+    """`Session.train` for `epochs` epochs (it evaluates on test after the last)."""
+    session = Session(
+        mlp(), splits, recipe(epochs), seed=SEED, device=device, measure_inference=False
+    )
     session.train(until="end")
-    sync(device)
-    return time.perf_counter() - started
 
 
-def time_bare(
-    splits: TensorSplits, epochs: int, device: torch.device, prenormalize: bool = False
-) -> float:
-    """Seconds of a hand-written loop doing the same steps, then the same final evaluation.
-
-    `prenormalize` normalizes the training set once, as the harness does, instead of per batch.
-    """
+def bare(splits: TensorSplits, epochs: int, device: str, prenormalize: bool = False) -> None:
+    """A hand-written loop doing the same steps, then the same final evaluation."""
     model = mlp().to(device)
     x, y = splits.x_train.to(device), splits.y_train.to(device)
     x_test, y_test = splits.x_test.to(device), splits.y_test.to(device)
@@ -103,8 +93,6 @@ def time_bare(
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     size, n = 64, len(x)
-    sync(device)
-    started = time.perf_counter()
     model.train()
     for epoch in range(epochs):
         g = torch.Generator().manual_seed(derive_seed(SEED, 0, epoch))
@@ -128,36 +116,31 @@ def time_bare(
             loss_sum += F.cross_entropy(out, target, reduction="sum")
             correct += (out.argmax(1) == target).sum()
     correct.item(), loss_sum.item()
-    return time.perf_counter() - started
 
 
-def main() -> None:
-    """Time both loops interleaved and print their medians and ratio."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="default: torch's own choice")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def test_loop_overhead(benchmark, figures, device, scale):
+    """harness/bare ratio of `Session.train` against the bare loop (target ≤ 1.03)."""
+    epochs, rounds = scale.pick(smoke=(1, 1), short=(5, 3), full=(20, 7))
     splits = digits_splits()
-    time_harness(splits, 1, device), time_bare(splits, 1, device)  # warm-up: allocator, kernels
-    harness, bare, prenormalized = [], [], []
-    for _ in range(args.repeats):
-        harness.append(time_harness(splits, args.epochs, device))
-        bare.append(time_bare(splits, args.epochs, device))
-        prenormalized.append(time_bare(splits, args.epochs, device, prenormalize=True))
-    h, b, p = (statistics.median(t) for t in (harness, bare, prenormalized))
-    steps = args.epochs * -(-len(splits.x_train) // 64)
-    print(f"device: {device}, threads: {torch.get_num_threads()}, steps: {steps}")
-    print(f"harness:            {h:.4f} s ({h / steps * 1e6:.1f} us/step)")
-    print(f"bare:               {b:.4f} s ({b / steps * 1e6:.1f} us/step)")
-    print(f"bare, prenormalized: {p:.4f} s ({p / steps * 1e6:.1f} us/step)")
-    print(f"harness/bare ratio: {h / b:.3f}")
-    print(f"harness/bare-prenormalized ratio: {h / p:.3f}")
-
-
-if __name__ == "__main__":
-    main()
+    h, b = paired(
+        benchmark,
+        lambda: harness(splits, epochs, device),
+        lambda: bare(splits, epochs, device),
+        rounds=rounds,
+        device=device,
+    )
+    prenormalized = []
+    for _ in range(rounds):
+        sync(device)
+        start = time.perf_counter()
+        bare(splits, epochs, device, prenormalize=True)
+        sync(device)
+        prenormalized.append(time.perf_counter() - start)
+    p = statistics.median(prenormalized)
+    steps = epochs * -(-len(splits.x_train) // 64)
+    figures("steps", steps)
+    figures("harness_us_per_step", h / steps * 1e6, " µs")
+    figures("bare_us_per_step", b / steps * 1e6, " µs")
+    figures("harness/bare", h / b, target=f"≤ {TARGET}", ok=h / b <= TARGET)
+    figures("harness/bare-prenormalized", h / p)
+    assert all(math.isfinite(t) and t > 0 for t in (h, b, p))
