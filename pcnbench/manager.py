@@ -139,20 +139,36 @@ class Registry(Generic[T]):
         found = [f for prefix, f in self._families.items() if name.startswith(prefix)]
         return max(found, key=lambda f: len(f.obj.prefix), default=None)
 
+    def _members(self, family: Registered[Family]) -> list[str]:
+        """The family's members; a listing that raises is a PluginError naming the plugin."""
+        try:
+            return family.obj.names()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin '{family.plugin}' could not list its {self.kind}s "
+                f"'{family.obj.name}': {type(exc).__name__}: {exc}"
+            ) from exc
+
     def __contains__(self, name: object) -> bool:
         if name in self._items:
             return True
         family = self._family_of(name) if isinstance(name, str) else None
-        return family is not None and name in family.obj
+        return family is not None and name in self._members(family)
 
     def get(self, name: str) -> T:
         """The object registered as `name` (KeyError if none)."""
         if name in self._items:
             return self._items[name].obj
         family = self._family_of(name)
-        if family is None:
+        if family is None or name not in self._members(family):
             raise KeyError(name)
-        obj = family.obj.get(name)
+        try:
+            obj = family.obj.get(name)
+        except Exception as exc:
+            raise PluginError(
+                f"plugin '{family.plugin}' failed to build {self.kind} '{name}': "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         if getattr(obj, "name", None) != name or (
             self._base is not None and not isinstance(obj, self._base)
         ):
@@ -170,13 +186,13 @@ class Registry(Generic[T]):
         if name in self._items:
             return self._items[name].plugin
         family = self._family_of(name)
-        if family is None or name not in family.obj:
+        if family is None or name not in self._members(family):
             raise KeyError(name)
         return family.plugin
 
     def names(self) -> list[str]:
         """Registered names, sorted (every family's members listed)."""
-        members = (n for f in self._families.values() for n in f.obj.names())
+        members = (n for f in self._families.values() for n in self._members(f))
         return sorted({*self._items, *members})
 
     def unknown_message(self, name: str) -> str:
@@ -189,9 +205,10 @@ class Registry(Generic[T]):
         for family in self._families.values():
             prefix = family.obj.prefix
             head = name[: len(prefix)]
-            if head == prefix or difflib.get_close_matches(head, [prefix], n=1, cutoff=0.8):
-                shown.update(family.obj.names())
-            else:
+            near = head == prefix or difflib.get_close_matches(head, [prefix], n=1, cutoff=0.8)
+            try:
+                shown.update(self._members(family) if near else [family.obj.name])
+            except PluginError:  # the message is about `name`; the listing failure stays out
                 shown.add(family.obj.name)
         listed = sorted(shown)
         candidates = [n for n in listed if not n.endswith("*")]

@@ -210,3 +210,18 @@ def test_two_plugins_registering_one_family_prefix_conflict() -> None:
         load_plugins(
             extra=[("a", FamilyPlugin(["1"])), ("b", FamilyPlugin(["2"]))], entry_points=False
         )
+
+
+def test_a_family_whose_listing_fails_is_a_plugin_error_only_when_asked_for() -> None:
+    plugin = FamilyPlugin(["1"])
+
+    def broken() -> list[str]:
+        raise ImportError("no module named 'tinylib'")
+
+    plugin.list_members = broken  # type: ignore[method-assign]
+    host = load_plugins(extra=[("tiny", plugin)], entry_points=False)
+    assert not host.failures()
+    assert "other" not in host.models
+    assert "unknown model 'other'" in host.models.unknown_message("other")
+    with pytest.raises(PluginError, match=r"plugin 'tiny' could not list its models 'tiny:\*'"):
+        _ = "tiny:1" in host.models
