@@ -210,23 +210,19 @@ def check_excludes(loaded: LoadedSuite) -> None:
 
 
 def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
-    """Build every (dataset, model) pair of the matrix on the meta device and run one forward."""
-    import torch
-
+    """Build every (dataset, model) pair of the matrix (weights uninitialised), one forward each."""
     source = loaded.source
-    seen: set[tuple[int, int]] = set()
     checked: set[tuple[int, int, int]] = set()
     infos: dict[int, Any] = {}
     nets: dict[tuple[int, int], Any] = {}
     for cell in loaded.cells:
         d, m, meth = cell.dataset, cell.model, cell.method
         key = (id(d), id(m))
-        if key in seen:
+        if key in nets:
             if (*key, id(meth)) not in checked:
                 checked.add((*key, id(meth)))
                 _check_method_on_model(source, host, meth, m, d, nets[key])
             continue
-        seen.add(key)
         dplugin = host.datasets.get(d.name)
         if id(d) not in infos:
             try:
@@ -239,10 +235,7 @@ def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
         mplugin = host.models.get(m.name)
         where: KeyPath = ("models", m.entry)
         try:
-            with torch.device("meta"):
-                net = mplugin.build(m.params, info)
-                net.eval()
-                out = net(torch.zeros(2, *info.input_shape))
+            net, out = _probe(mplugin, m.params, info)
         except ParamError as exc:
             raise source.error(
                 (*where, "params", *((exc.key,) if exc.key else ())),
@@ -261,9 +254,39 @@ def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
                 f"model '{m.name}' returns shape {tuple(out.shape)} for dataset '{d.name}'; "
                 f"expected (batch, {info.num_classes})",
             )
+        nets.clear()  # cells come model by model: keep one built model, not all of them
         nets[key] = net
         checked.add((*key, id(meth)))
         _check_method_on_model(source, host, meth, m, d, net)
+
+
+# A model with at most this many parameters is probed on the CPU: torch's meta kernels import
+# its compiler stack (over a second) on the first forward; uninitialised CPU memory costs none
+_CPU_PROBE_MAX_PARAMS = 50_000_000
+
+
+def _probe(plugin: Any, params: Any, info: Any) -> tuple[Any, Any]:
+    """Build the model without initialising weights, run one forward of 2 zero inputs."""
+    import torch
+
+    with torch.device("meta"):
+        net = plugin.build(params, info)
+    net.eval()
+    small = sum(p.numel() for p in net.parameters()) <= _CPU_PROBE_MAX_PARAMS
+    device = "cpu" if small else "meta"
+    if small:  # only shapes matter: the values (uninitialised memory) are never read
+        # (not `to_empty`: on meta tensors it goes through torch's symbolic-shape machinery)
+        for module in net.modules():
+            for name, value in module._parameters.items():
+                if value is not None:
+                    fresh = torch.empty(value.shape, dtype=value.dtype)
+                    module._parameters[name] = torch.nn.Parameter(fresh, value.requires_grad)
+            for name, value in module._buffers.items():
+                if value is not None:
+                    module._buffers[name] = torch.empty(value.shape, dtype=value.dtype)
+    with torch.no_grad():
+        out = net(torch.zeros(2, *info.input_shape, device=device))
+    return net, out
 
 
 def _check_method_on_model(
