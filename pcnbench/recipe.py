@@ -105,15 +105,16 @@ def check_speed_settings(recipe: Recipe, device: Any) -> None:
     if recipe.precision == "bf16":
         supported = torch.amp.is_autocast_available(kind)
         if supported and kind == "cuda":
-            supported = torch.cuda.is_bf16_supported()
+            # natively: emulated bf16 (GPUs before Ampere) is slower than fp32
+            supported = torch.cuda.is_bf16_supported(including_emulation=False)
         elif supported:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # an unsupported dtype warns and disables
                 supported = getattr(torch.autocast(kind, dtype=torch.bfloat16), "_enabled", True)
         if not supported:
             raise PcnbenchError(
-                f"recipe.precision: bf16 is not supported on device '{device}' (bf16 autocast"
-                " is unavailable there); use precision: fp32"
+                f"recipe.precision: bf16 is not supported on device '{device}' (no native bf16"
+                " autocast there); use precision: fp32"
             )
     if recipe.compile is False:
         return
