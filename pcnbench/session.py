@@ -19,7 +19,7 @@ from pcnbench.checkpoint import CellCheckpoint, Replay
 from pcnbench.contracts import FolderSplits, Meter, TensorSplits
 from pcnbench.counting import check_countable, count_macs, count_params
 from pcnbench.data import make_source
-from pcnbench.errors import DivergedError
+from pcnbench.errors import DivergedError, HaltError, PcnbenchError
 from pcnbench.inference import measure_inference
 from pcnbench.masks import mask_density
 from pcnbench.metering import MeterSet, energy_columns
@@ -130,7 +130,10 @@ class Session:
         self.measure_inference = measure_inference
         self.seed = seed
         self.device = torch.device(device)
-        check_speed_settings(recipe, self.device)  # PcnbenchError naming the recipe key
+        try:
+            check_speed_settings(recipe, self.device)
+        except PcnbenchError as exc:  # every cell shares the recipe: the run stops, not the cell
+            raise HaltError(f"{exc} (the suite's recipe cannot run here)") from None
         self._set_tf32()
         # recipe.compile: the compiled model of the current one, built at its first training
         # step; with the hook handles it was built under (a change means compiling again)

@@ -147,6 +147,21 @@ def test_settings_a_device_cannot_run_are_refused_when_the_session_is_built(monk
     assert build().recipe.compile is False  # the defaults need nothing
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="reduce-overhead runs where CUDA is")
+def test_a_setting_this_machine_cannot_run_stops_the_run_once(write_suite, tmp_path, capsys):
+    suite = write_suite(
+        BASE_SUITE.replace("seeds: [0]", "seeds: [0, 1]") + "  compile: reduce-overhead\n"
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--output", str(out), "--quiet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("error: recipe.compile: reduce-overhead captures CUDA graphs"), err
+    assert main(["results", str(out), "--format", "csv"]) == 0
+    rows = capsys.readouterr().out
+    assert ",failed," not in rows and rows.count(",interrupted,") == 1  # retried, not failed
+
+
 def test_channels_last_tf32_and_bf16_train_like_fp32() -> None:
     fp32 = trained()
     last = trained(channels_last=True)
