@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import subprocess
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pcnbench.projection import CellEpochs
+from pcnbench.api import EpochPlan
 
 ROOT = Path(__file__).resolve().parent.parent
 # recipe keys for the fast GPU paths; a recipe without them cannot run the "fastest" settings
@@ -142,8 +143,9 @@ def cifar_recipe(epochs: int, settings: dict[str, Any] | None = None, **extra: A
     return Recipe(**fields)
 
 
+@functools.cache
 def host() -> Any:
-    """The installed plugins."""
+    """The installed plugins (loaded once)."""
     from pcnbench.manager import load_plugins
 
     return load_plugins()
@@ -164,37 +166,12 @@ def resnet(plugins: Any, width: int, depth: int = 20) -> Any:
     return plugin.build(plugin.Params(depth=depth, width=width), DataInfo((3, 32, 32), 10))
 
 
-def method_plan(cell: Any, train_samples: int = 50_000) -> CellEpochs:
-    """The epochs a built-in method's cell trains, from its parameters, as `CellEpochs`.
-
-    Written here (benchmarks may know the methods; the core may not), mirroring each method's
-    `run()`: dense trains the trunk to the end; pcn and early low-rank leave it at `at_epoch`;
-    one-shot magnitude and end-of-training low-rank fine-tune after the end; gradual magnitude
-    leaves it at `start_epoch`; lottery trains to its rewind point and the end, then `levels`
-    rounds from the rewind point.
-    """
-    name, params, recipe = cell.method.name, cell.method.params, cell.recipe
-    total = float(recipe.epochs)
-    if name == "dense":
-        return CellEpochs(trunk=total)
-    if name == "pcn":
-        return CellEpochs(trunk=params.at_epoch, own=total - params.at_epoch)
-    if name == "magnitude":
-        from pcnbench_plugins.magnitude import finetune_epochs
-
-        ft = finetune_epochs(params)
-        if params.schedule == "oneshot":
-            return CellEpochs(trunk=total, own=ft)
-        return CellEpochs(trunk=params.start_epoch, own=total - params.start_epoch + ft)
-    if name == "lottery":
-        from pcnbench.steps import parse_steps
-
-        n = train_samples - round(train_samples * recipe.validation_split)
-        spe = math.ceil(n / recipe.batch_size)
-        k = parse_steps(params.rewind).to_step(spe) / spe
-        return CellEpochs(trunk=(k, total), own=params.levels * (total - k))
-    if name == "lowrank":
-        if params.at_epoch == "end":
-            return CellEpochs(trunk=total, own=params.finetune_epochs)
-        return CellEpochs(trunk=params.at_epoch, own=total - params.at_epoch)
-    raise ValueError(f"no epoch plan for method {name!r}")
+def method_plan(cell: Any, train_samples: int = 50_000) -> EpochPlan:
+    """The epochs a cell trains, from its method's own `plan_epochs` (as validate shows them)."""
+    recipe = cell.recipe
+    n = train_samples - round(train_samples * recipe.validation_split)
+    method = host().methods.get(cell.method.name)
+    plan = method.plan_epochs(cell.method.params, recipe, math.ceil(n / recipe.batch_size))
+    if plan is None:
+        raise ValueError(f"method {cell.method.name!r} does not plan its epochs")
+    return plan

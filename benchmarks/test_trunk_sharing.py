@@ -78,7 +78,7 @@ def test_trunk_sharing_cifar10_plan(benchmark, figures):
     by_method: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for cell in cells:  # in the plan's order: a method's saving is what its cells skip there
         by_method[cell.method.name][0] += got.epochs_by_cell[cell.id]
-        by_method[cell.method.name][1] += method_plan(cell).alone
+        by_method[cell.method.name][1] += method_plan(cell).total
     for name, (shared, alone) in by_method.items():
         figures(f"{name}: shared/unshared", shared / alone)
     floor = sum(method_plan(c).own for c in cells) + len(

@@ -12,6 +12,7 @@ from pcnbench.cells import Cell, Choice, Locator
 from pcnbench.contracts import (
     DataInfo,
     DatasetPlugin,
+    EpochPlan,
     Executor,
     ExecutorEvents,
     FolderSplits,
@@ -88,6 +89,7 @@ __all__ = [
     "DataInfo",
     "DatasetMissingError",
     "DatasetPlugin",
+    "EpochPlan",
     "EpochRecord",
     "Executor",
     "ExecutorEvents",

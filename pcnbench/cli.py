@@ -54,19 +54,32 @@ def _load(path: str) -> tuple[Any, Any]:
     return load_suite(path, host), host
 
 
-def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any) -> None:
+def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any, host: Any) -> None:
     todo_ids = {c.id for c in todo} if todo is not None else None
+    plans = _plans(cells, host)
     out.print(
-        f"suite '{loaded.name}' ({loaded.file}) trains {_epochs(cells)}: {len(cells)} cells",
+        f"suite '{loaded.name}' ({loaded.file}): {len(cells):,} cells, {_epochs(cells, plans)}",
         markup=False,
     )
-    if todo_ids is None:
-        lines = [f"{cell.id}  {cell.label}\n" for cell in cells]
-    else:
-        lines = [
-            f"{cell.id}  {cell.label}{'  [run]' if cell.id in todo_ids else '  [done, skip]'}\n"
-            for cell in cells
-        ]
+    lines = []
+    for cell in cells:
+        mark = ""
+        if todo_ids is not None:
+            mark = "  [run]" if cell.id in todo_ids else "  [done, skip]"
+        lines.append(f"{cell.id}  {cell.label}  {_epoch_count(cell, plans)}{mark}\n")
+    # why each cell trains what it does, once per method setting (the seeds share it)
+    reasons: dict[str, str] = {}
+    for cell in cells:
+        plan = plans[cell.id]
+        why = plan.why if plan is not None and plan.why else None
+        if why is None and plan is None:
+            why = (
+                f"at least {cell.recipe.epochs:,} (recipe.epochs; {cell.method.name} plans no more)"
+            )
+        reasons.setdefault(_method_label(cell), why or f"{plan.total:g}")
+    if reasons:
+        lines.append("epochs per cell, by method setting:\n")
+        lines.extend(f"  {label}: {why}\n" for label, why in reasons.items())
     if lines:
         # Plain text written as is: rich inspects every character it prints, seconds on a
         # large matrix, and these lines hold no markup.
@@ -74,18 +87,48 @@ def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any) -> None:
         out.file.flush()
 
 
-def _epochs(cells: list) -> str:
-    """The training a list of cells asks for, so that a typo like epochs: 1000000000 shows."""
-    per = {c.recipe.epochs for c in cells}
-    each = f"recipe.epochs {per.pop():,}" if len(per) == 1 else "its recipe.epochs"
-    total = sum(c.recipe.epochs for c in cells)
-    return f"at least {total:,} epochs ({len(cells):,} cells × {each}; methods may fine-tune more)"
+def _plans(cells: list, host: Any) -> dict[str, Any]:
+    """Cell id → its method's EpochPlan (None where the method does not plan its epochs)."""
+    plans: dict[str, Any] = {}
+    by_setting: dict[tuple[int, int], Any] = {}  # a method setting and recipe plan once
+    for cell in cells:
+        key = (id(cell.method), id(cell.recipe))
+        if key not in by_setting:
+            method = host.methods.get(cell.method.name)
+            by_setting[key] = method.plan_epochs(cell.method.params, cell.recipe)
+        plans[cell.id] = by_setting[key]
+    return plans
+
+
+def _method_label(cell: Any) -> str:
+    return cell.label.split(" · ")[2]
+
+
+def _epoch_count(cell: Any, plans: dict[str, Any]) -> str:
+    plan = plans[cell.id]
+    if plan is None:
+        return f"≥{cell.recipe.epochs:,} ep"
+    return f"{_number(plan.total)} ep"
+
+
+def _epochs(cells: list, plans: dict[str, Any]) -> str:
+    """The epochs a list of cells trains, so that a typo like epochs: 1000000000 shows."""
+    total = sum(plans[c.id].total if plans[c.id] is not None else c.recipe.epochs for c in cells)
+    least = "at least " if any(plans[c.id] is None for c in cells) else ""
+    return f"{least}{_number(total)} epochs planned (before trunk sharing)"
+
+
+def _number(value: float) -> str:
+    """1,234 for a whole number, else 1,234.5 (up to 2 decimals)."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a suite and print its expanded matrix."""
-    loaded, _ = _load(args.suite)
-    _print_plan(loaded, loaded.cells, None, _console())
+    loaded, host = _load(args.suite)
+    _print_plan(loaded, loaded.cells, None, _console(), host)
     return EXIT_OK
 
 
@@ -154,10 +197,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         cells, todo = runner.plan(args.only, args.force)
-        _print_plan(loaded, cells, todo, out)
+        _print_plan(loaded, cells, todo, out, host)
         out.print(
             f"{len(todo)} to run, {len(cells) - len(todo)} already done → {runner.output}; "
-            f"training {_epochs(todo)}",
+            f"{_epochs(todo, _plans(todo, host))}",
             markup=False,
         )
         return EXIT_OK

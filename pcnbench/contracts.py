@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DataInfo",
     "DatasetPlugin",
+    "EpochPlan",
     "Executor",
     "ExecutorEvents",
     "FolderSplits",
@@ -125,6 +126,36 @@ class ModelPlugin:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """The epochs one cell trains and why: what `Method.plan_epochs` returns.
+
+    `trunk` holds the epochs the cell trains the plain dense network up to, in order (`(5,)` for
+    a transform after epoch 5; `(1, 20)` for a rewind point, then the end): cells sharing a
+    dense trunk train a stop another cell reached only once. `own` is everything after the cell
+    leaves the trunk (transformed or masked training, fine-tuning, further levels). `why` says
+    it in one line, naming the parameters and defaults that decide it, e.g.
+    `12 = 2 + 10 fine-tune (magnitude.finetune_epochs default)`.
+    """
+
+    trunk: tuple[float, ...] | float = ()  # a number is one stop
+    own: float = 0.0
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        trunk = (self.trunk,) if isinstance(self.trunk, (int, float)) else self.trunk
+        stops = tuple(float(s) for s in trunk)
+        if any(s < 0 for s in stops) or self.own < 0:
+            raise ValueError(f"epochs must be non-negative: trunk {stops}, own {self.own}")
+        object.__setattr__(self, "trunk", stops)
+
+    @property
+    def total(self) -> float:
+        """The epochs the cell trains alone (no trunk shared with another cell)."""
+        stops = self.trunk if isinstance(self.trunk, tuple) else (self.trunk,)
+        return (max(stops) if stops else 0.0) + self.own
+
+
 class Method:
     """Contract of a reduction method: `run` drives a session the way the algorithm reads."""
 
@@ -143,6 +174,17 @@ class Method:
         Called at validation with the model built on the meta device (no data, no weights);
         raise ParamError(key, message). `pcnbench.api.select_layers` does the usual check.
         """
+
+    def plan_epochs(
+        self, params: Any, recipe: Recipe, steps_per_epoch: int | None = None
+    ) -> EpochPlan | None:
+        """The epochs a cell with `params` trains, and why (None: unknown, at least the recipe's).
+
+        `validate`, `run --dry-run` and the GPU-hours projection show it before anything runs.
+        `steps_per_epoch` is None where the data's size is not known yet (validation): a plan
+        that needs it (a rewind point given in steps) approximates and says so in `why`.
+        """
+        return None
 
     def run(self, session: Session, params: Any) -> None:
         """Train, transform and record results through the session."""

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pcnbench.cells import Cell, canonical, cell_config
+from pcnbench.contracts import EpochPlan
 
 __all__ = [
-    "CellEpochs",
     "GridPoint",
     "Projection",
     "cells_per_gpu",
@@ -50,33 +50,7 @@ class GridPoint(NamedTuple):
         return f"{self.dataset} · {self.model}"
 
 
-@dataclass(frozen=True)
-class CellEpochs:
-    """The epochs one cell trains: first plain dense training, then its own.
-
-    `trunk` holds the epochs the cell trains the dense trunk up to, in order (e.g. `(1.28, 164)`
-    for a rewind point, then the end; `(5,)` for a transform at epoch 5); a number is one stop.
-    Cells of one trunk group share these: a stop another cell already reached is not trained
-    again, and training resumes from the latest stop below it. `own` is everything after the
-    cell leaves the trunk (transformed or masked training, fine-tuning, further levels).
-    """
-
-    trunk: tuple[float, ...] | float = ()
-    own: float = 0.0
-
-    def __post_init__(self) -> None:
-        stops = (self.trunk,) if isinstance(self.trunk, (int, float)) else tuple(self.trunk)
-        if any(s < 0 for s in stops) or self.own < 0:
-            raise ValueError(f"epochs must be non-negative: trunk {stops}, own {self.own}")
-        object.__setattr__(self, "trunk", tuple(float(s) for s in stops))
-
-    @property
-    def alone(self) -> float:
-        """The epochs the cell trains when it runs alone (no trunk shared with another cell)."""
-        return (max(self.trunk) if self.trunk else 0.0) + self.own
-
-
-EpochsOf = Callable[[Cell], CellEpochs | None]
+EpochsOf = Callable[[Cell], EpochPlan | None]
 
 
 @dataclass(frozen=True)
@@ -209,7 +183,7 @@ def project_plan(
     for cell in cells:
         plan = epochs_of(cell) if epochs_of is not None else None
         if plan is None:
-            plan = CellEpochs(trunk=(), own=float(cell.recipe.epochs))
+            plan = EpochPlan(trunk=(), own=float(cell.recipe.epochs))
             from_recipe += 1
         trained = plan.own
         if share:
@@ -222,14 +196,14 @@ def project_plan(
                 cache.add(stop)
                 at = max(at, stop)
         else:
-            trained = plan.alone
+            trained = plan.total
         point = grid_point(cell)
         seconds = epoch_seconds[point]
         epochs += trained
         by_cell[cell.id] = by_cell.get(cell.id, 0.0) + trained
-        unshared_epochs += plan.alone
+        unshared_epochs += plan.total
         serial += trained * seconds
-        unshared += plan.alone * seconds
+        unshared += plan.total * seconds
         by_point[point] = by_point.get(point, 0.0) + trained * seconds / 3600
     per_gpu = cells_per_gpu(gpus)
     per_cell = float(gpus) if gpus is not None and gpus > 1 else 1.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, expand
 from pcnbench.errors import ParamError, SuiteError
@@ -149,7 +149,8 @@ def resolve_axis(
                     plugin.check(params, recipe)
                 except ParamError as exc:
                     raise source.error(
-                        (*base, *translate((exc.key,) if exc.key else ())), exc.message
+                        (*base, *translate((exc.key,) if exc.key else ())),
+                        exc.message + _default_note(params, exc.key),
                     ) from None
                 except Exception as exc:
                     raise source.error(
@@ -289,6 +290,14 @@ def _probe(plugin: Any, params: Any, info: Any) -> tuple[Any, Any]:
     return net, out
 
 
+def _default_note(params: Any, key: str | None) -> str:
+    """`(at_epoch is not set: 5 is its default)` when a rejected parameter was left unwritten."""
+    fields = type(params).model_fields if isinstance(params, BaseModel) else {}
+    if key is None or key not in fields or key in params.model_fields_set:
+        return ""
+    return f" ({key} is not set in the suite: {getattr(params, key)!r} is its default)"
+
+
 def _check_method_on_model(
     source: Source, host: Any, method: Choice, model: Choice, dataset: Choice, net: Any
 ) -> None:
@@ -299,7 +308,8 @@ def _check_method_on_model(
         at = method.where.get(exc.key, ("params", exc.key)) if exc.key else ()
         raise source.error(
             ("methods", method.entry, *at),
-            f"with model '{model.name}' on '{dataset.name}': {exc.message}",
+            f"with model '{model.name}' on '{dataset.name}': {exc.message}"
+            + _default_note(method.params, exc.key),
         ) from None
     except Exception as exc:
         raise source.error(

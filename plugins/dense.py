@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pcnbench.api import Method, Params
+from pcnbench.api import EpochPlan, Method, Params, Recipe
 from pcnbench.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
@@ -16,6 +16,12 @@ class Dense(Method):
 
     name = "dense"
     Params = Params
+
+    def plan_epochs(
+        self, params: Params, recipe: Recipe, steps_per_epoch: int | None = None
+    ) -> EpochPlan:
+        """The recipe's epochs, all of them dense."""
+        return EpochPlan(trunk=(recipe.epochs,), why=f"{recipe.epochs:,} (recipe.epochs)")
 
     def run(self, session: Session, params: Params) -> None:
         """Train to the end of the recipe and record the final model."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-from pcnbench.api import Method, ParamError, Params, Patterns, Recipe, parse_steps
+from pcnbench.api import EpochPlan, Method, ParamError, Params, Patterns, Recipe, parse_steps
 from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
@@ -79,6 +79,28 @@ class Lottery(Method):
                 f"must be before the end of training (recipe.epochs={recipe.epochs}); "
                 f"got {params.rewind}",
             )
+
+    def plan_epochs(
+        self, params: LotteryParams, recipe: Recipe, steps_per_epoch: int | None = None
+    ) -> EpochPlan:
+        """Dense to the end (level 0), then `levels` retrainings from the rewind point."""
+        total, levels = recipe.epochs, params.levels
+        rewind = parse_steps(params.rewind)
+        known = rewind.unit == "ep" or rewind.count == 0 or bool(steps_per_epoch)
+        if rewind.unit == "ep":
+            k: float = rewind.count
+        elif steps_per_epoch:
+            k = rewind.count / steps_per_epoch
+        else:  # steps, before the data's size is known: count whole retrainings (at most)
+            k = 0.0
+        own = levels * (total - k)
+        each = f"{total - k:g}" if known else f"≤{total}"
+        why = (
+            f"{'' if known else '≤'}{total + own:g} = {total} dense (level 0) + {levels} "
+            f"level{'s' if levels > 1 else ''} × {each} (retrained from rewind {params.rewind}"
+            f"{'' if known else ', a step count: its epoch depends on the data size'})"
+        )
+        return EpochPlan(trunk=(k, total) if k else (total,), own=own, why=why)
 
     def check_model(self, params: LotteryParams, model: nn.Module) -> None:
         """Every `exclude` pattern names a conv or linear layer, and some layer is left to prune."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from pcnbench.api import Method, ParamError, Params
+from pcnbench.api import EpochPlan, Method, ParamError, Params
 from pcnbench.hookspecs import Register, hookimpl
 
 if TYPE_CHECKING:
@@ -440,6 +440,20 @@ class LowRank(Method):
                 f"finetune_lr 'rewind' replays the schedule's last finetune_epochs epochs, but "
                 f"the recipe has only {recipe.epochs} (got {params.finetune_epochs})",
             )
+
+    def plan_epochs(
+        self, params: LowRankParams, recipe: Recipe, steps_per_epoch: int | None = None
+    ) -> EpochPlan:
+        """Dense to `at_epoch` then factorized to the end, or dense to the end then fine-tuned."""
+        total, set_ = recipe.epochs, params.model_fields_set
+        if params.at_epoch == "end":
+            ft = params.finetune_epochs
+            default = "" if "finetune_epochs" in set_ else " default"
+            why = f"{total + ft} = {total} + {ft} fine-tune (lowrank.finetune_epochs{default})"
+            return EpochPlan(trunk=(total,), own=ft, why=why)
+        at = params.at_epoch
+        why = f"{total} = {at} dense + {total - at} factorized (lowrank.at_epoch {at})"
+        return EpochPlan(trunk=(at,), own=total - at, why=why)
 
     def check_model(self, params: LowRankParams, model: nn.Module) -> None:
         """Every `layers` pattern names a conv or linear layer of the model."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from pcnbench.api import Method, ParamError, Params, Patterns, Recipe
+from pcnbench.api import EpochPlan, Method, ParamError, Params, Patterns, Recipe
 from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
@@ -102,6 +102,19 @@ class Magnitude(Method):
                 f"lr_rewind replays the schedule's last epochs, so must be ≤ "
                 f"recipe.epochs={recipe.epochs} (got {finetune_epochs(params)})",
             )
+
+    def plan_epochs(
+        self, params: MagnitudeParams, recipe: Recipe, steps_per_epoch: int | None = None
+    ) -> EpochPlan:
+        """The recipe's epochs (masked from `start_epoch` when gradual), then fine-tuning."""
+        total, ft = recipe.epochs, finetune_epochs(params)
+        default = "" if params.finetune_epochs is not None else " default"
+        tail = f" + {ft} fine-tune (magnitude.finetune_epochs{default})"
+        if params.schedule == "oneshot":
+            return EpochPlan(trunk=(total,), own=ft, why=f"{total + ft} = {total}{tail}")
+        start = params.start_epoch
+        why = f"{total + ft} = {start} dense + {total - start} pruning gradually{tail}"
+        return EpochPlan(trunk=(start,), own=total - start + ft, why=why)
 
     def check_model(self, params: MagnitudeParams, model: nn.Module) -> None:
         """Every `exclude` pattern names a conv or linear layer, and some layer is left to prune."""

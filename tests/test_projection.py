@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pcnbench.api import EpochPlan
 from pcnbench.projection import (
-    CellEpochs,
     GridPoint,
     cells_per_gpu,
     epoch_seconds_from_steps,
@@ -45,12 +45,12 @@ def cells(host, write_suite):
     return load_suite(write_suite(SUITE), host).cells
 
 
-def plan(cell) -> CellEpochs:
+def plan(cell) -> EpochPlan:
     """Dense: the whole trunk; early: the trunk up to at_epoch, then the rest alone."""
     if cell.method.name == "dense":
-        return CellEpochs(trunk=cell.recipe.epochs)
+        return EpochPlan(trunk=cell.recipe.epochs)
     at = cell.method.params.at_epoch
-    return CellEpochs(trunk=at, own=cell.recipe.epochs - at)
+    return EpochPlan(trunk=at, own=cell.recipe.epochs - at)
 
 
 def test_grid_points_leave_out_defaults_and_name_each_width(cells):
@@ -88,10 +88,10 @@ def test_shared_trunks_train_each_stop_once_per_group(cells):
 
 def test_a_stop_reached_by_an_earlier_cell_is_restored_not_trained(cells):
     # the rewind pattern: a short stop, then the end another cell already reached
-    def rewind(cell) -> CellEpochs:
+    def rewind(cell) -> EpochPlan:
         if cell.method.name == "dense":
-            return CellEpochs(trunk=10)
-        return CellEpochs(trunk=(0.5, 10), own=20)
+            return EpochPlan(trunk=10)
+        return EpochPlan(trunk=(0.5, 10), own=20)
 
     got = project_plan(cells, SECONDS, epochs_of=rewind)
     # per group: dense 10; first early: 0.5 + 0 + 20; second: 0 + 0 + 20 → 50.5
@@ -141,7 +141,7 @@ def test_missing_grid_points_and_bad_inputs_are_refused(cells):
     with pytest.raises(ValueError, match="positive"):
         project_plan(cells, SECONDS, packing_efficiency=0)
     with pytest.raises(ValueError, match="non-negative"):
-        CellEpochs(trunk=-1)
+        EpochPlan(trunk=-1)
 
 
 def test_epoch_seconds_scale_step_time_by_steps_per_epoch():

@@ -290,17 +290,12 @@ def test_validate_and_dry_run_show_the_epochs_the_plan_trains(write_suite, tmp_p
     file = write_suite(text)
     assert main(["validate", str(file)]) == 0
     out = capsys.readouterr().out
-    assert (
-        "trains at least 3,000,000,000 epochs (3 cells × recipe.epochs 1,000,000,000; "
-        "methods may fine-tune more): 3 cells"
-    ) in out
+    assert "3 cells, 3,000,000,000 epochs planned (before trunk sharing)" in out
+    assert "dense · seed 2  1,000,000,000 ep" in out
     assert main(["run", str(file), "--dry-run", "--output", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "3 to run, 0 already done" in out
-    assert out.rstrip().endswith(
-        "training at least 3,000,000,000 epochs (3 cells × recipe.epochs 1,000,000,000; "
-        "methods may fine-tune more)"
-    )
+    assert out.rstrip().endswith("3,000,000,000 epochs planned (before trunk sharing)")
 
 
 def test_exclude_rules_are_bounded(write_suite, capsys):

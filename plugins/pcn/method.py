@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from pcnbench.api import Method, ParamError, Params, Recipe
+from pcnbench.api import EpochPlan, Method, ParamError, Params, Recipe
 
 from .keep import parse_keep
 
@@ -60,6 +60,15 @@ class PCN(Method):
         """The transform must happen within the recipe."""
         if params.at_epoch > recipe.epochs:
             raise ParamError("at_epoch", f"must be ≤ recipe.epochs (got {params.at_epoch})")
+
+    def plan_epochs(
+        self, params: PCNParams, recipe: Recipe, steps_per_epoch: int | None = None
+    ) -> EpochPlan:
+        """Dense up to `at_epoch`, then the transformed network to the recipe's end."""
+        at, total = params.at_epoch, recipe.epochs
+        default = "" if "at_epoch" in params.model_fields_set else " default"
+        why = f"{total} = {at} dense + {total - at} transformed (pcn.at_epoch{default} {at})"
+        return EpochPlan(trunk=(at,), own=total - at, why=why)
 
     def check_model(self, params: PCNParams, model: nn.Module) -> None:
         """Every `layers` pattern must match a conv or linear layer of the model."""
