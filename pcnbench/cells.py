@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import itertools
 import json
@@ -118,7 +119,7 @@ class Cell:
     recipe: Recipe
     config: dict[str, Any] = field(compare=False, hash=False)
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         """A short human-readable name, e.g. `digits · mlp(width=64) · dense · seed 0`."""
         parts = [_short(self.dataset), _short(self.model), _short(self.method), f"seed {self.seed}"]
@@ -127,6 +128,15 @@ class Cell:
 
 def _short(choice: Choice) -> str:
     # the params as the suite wrote them: what distinguishes this grid point to its author
+    # (worked out once per grid point: a large matrix shares each among thousands of cells)
+    known = choice.__dict__.get("_short")
+    if known is None:
+        known = _shorten(choice)
+        object.__setattr__(choice, "_short", known)
+    return known
+
+
+def _shorten(choice: Choice) -> str:
     shown = choice.raw
     if not shown:
         return choice.name

@@ -225,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not summary.done and not summary.failed and index.is_file():
         out.print(f"report: {index} (nothing new to report)", markup=False)
     elif not args.no_report:
-        reported = _report(runner.output, host, out)
+        reported = _report(runner.output, host, out, formats=args.formats)
     out.print(
         f"{len(summary.done)} trained, {summary.skipped} already done, "
         f"{len(summary.failed)} failed → {runner.output / 'results.db'}"
@@ -239,7 +239,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if reported else EXIT_USAGE  # an incomplete report is not a success
 
 
-def _report(output: Path, host: Any, out: Any, target: Path | None = None) -> bool:
+FIGURE_FORMATS = ("svg", "pdf", "png")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """--formats: comma-separated figure formats; SVG is always written (the page inlines it)."""
+    asked = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in asked if f not in FIGURE_FORMATS]
+    if unknown or not asked:
+        raise argparse.ArgumentTypeError(
+            f"expected some of {', '.join(FIGURE_FORMATS)} separated by commas (got {text!r})"
+        )
+    return tuple(dict.fromkeys(("svg", *asked)))
+
+
+def _report(
+    output: Path,
+    host: Any,
+    out: Any,
+    target: Path | None = None,
+    formats: tuple[str, ...] = ("svg",),
+) -> bool:
     """Build the report of `output` (into `target`); False, said on stderr, if incomplete.
 
     The results stay stored whatever happens to the report.
@@ -247,7 +267,7 @@ def _report(output: Path, host: Any, out: Any, target: Path | None = None) -> bo
     from pcnbench.report import ReportError, build_report
 
     try:
-        build_report(output, host, target)
+        build_report(output, host, target, figure_formats=formats)
     except ReportError as exc:
         print(f"error: report incomplete: {exc}", file=sys.stderr)
         return False
@@ -266,7 +286,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (output / "results.db").is_file():
         raise PcnbenchError(f"no results database at {output / 'results.db'} (run a suite first)")
     target = Path(args.output) if args.output else None
-    ok = _report(output, _plugins(), _console(), target)
+    ok = _report(output, _plugins(), _console(), target, args.formats)
     return EXIT_OK if ok else EXIT_USAGE
 
 
@@ -408,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     run.add_argument(
+        "--formats",
+        type=_formats,
+        default=("svg",),
+        metavar="LIST",
+        help="figure files to write: svg (default, always), pdf, png, comma-separated "
+        "(each extra format adds seconds per figure)",
+    )
+    run.add_argument(
         "--jobs",
         type=int,
         metavar="N",
@@ -446,6 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="build the HTML report, tables and figures of a run")
     rep.add_argument("dir", help="a suite's output directory (or its results.db)")
+    rep.add_argument(
+        "--formats",
+        type=_formats,
+        default=("svg",),
+        metavar="LIST",
+        help="figure files to write: svg (default, always), pdf, png, comma-separated "
+        "(each extra format adds seconds per figure)",
+    )
     rep.add_argument(
         "--output",
         metavar="DIR",

@@ -214,6 +214,9 @@ class ReportData:
     `methods` maps each method in the results whose plugin is installed to its `Method` (its
     `point_keys` and `figures`); a method no longer installed is absent and its results are
     reported without point keys or figures of its own.
+
+    `figure_formats` are the file formats the user asked figures in (`pcnbench report
+    --formats`; SVG first, always): a reporter that saves figures writes each in all of them.
     """
 
     output_dir: Path
@@ -224,6 +227,7 @@ class ReportData:
     runs: pd.DataFrame  # runs with suite text and environment (JSON)
     cells: pd.DataFrame  # cells with config (JSON), status, error
     methods: dict[str, Method] = field(default_factory=dict)
+    figure_formats: tuple[str, ...] = ("svg",)
 
 
 @dataclass

@@ -101,7 +101,10 @@ def _os_error(exc: BaseException, codes: tuple[int, ...]) -> OSError | None:
 
 
 def build_report(
-    output_dir: str | Path, host: Any, out_dir: str | Path | None = None
+    output_dir: str | Path,
+    host: Any,
+    out_dir: str | Path | None = None,
+    figure_formats: tuple[str, ...] = ("svg",),
 ) -> list[Path]:
     """Run every registered reporter, in order, on the results in `output_dir`.
 
@@ -111,6 +114,7 @@ def build_report(
     ReportError naming each failure follows, or a DiskFullError when disk space ran out.
     """
     data = load_report_data(output_dir, host)
+    data.figure_formats = figure_formats
     target = Path(out_dir) if out_dir is not None else data.output_dir
     try:
         target.mkdir(parents=True, exist_ok=True)

@@ -838,3 +838,19 @@ def test_the_store_keeps_the_settings_and_adds_their_columns_to_old_databases(
     data = load_report_data(tmp_path)  # opening adds the columns back, empty
     assert data.results.iloc[0]["method_setting"] == {"keep": "f0.5", "x": 1}
     assert data.cells.iloc[0]["method_setting"] == {"keep": "f0.5", "x": 1}
+
+
+def test_report_formats_flag_adds_pdf_and_png_and_refuses_others(
+    report_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from pcnbench.cli import main
+
+    target = tmp_path / "r"
+    assert main(["report", str(report_dir), "--output", str(target), "--formats", "pdf,png"]) == 0
+    names = [p.name for p in (target / "figures").iterdir()]
+    stems = {n.rsplit(".", 1)[0] for n in names if n.endswith(".svg")}
+    assert stems and all(f"{s}.pdf" in names and f"{s}.png" in names for s in stems)
+    with pytest.raises(SystemExit) as stop:
+        main(["report", str(report_dir), "--formats", "svg,jpg"])
+    assert stop.value.code == 2
+    assert "--formats: expected some of svg, pdf, png" in capsys.readouterr().err

@@ -51,10 +51,11 @@ class FiguresReporter(Reporter):
         self.formats: tuple[str, ...] = tuple(formats)
 
     def render(self, data: ReportData, out_dir: Path) -> list[Path]:
-        """Draw every figure the data supports, in `formats`."""
+        """Draw every figure the data supports, in `formats` and the report's `figure_formats`."""
         from .figures import write_figures
 
-        return write_figures(data, out_dir, self.formats)
+        asked = dict.fromkeys((*self.formats, *data.figure_formats))
+        return write_figures(data, out_dir, tuple(asked))
 
 
 class HtmlReporter(Reporter):
