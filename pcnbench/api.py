@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from pcnbench.cells import Cell, Choice, Locator
 from pcnbench.contracts import (
+    ClaimCheck,
+    ClaimPoint,
+    ClaimResult,
     DataInfo,
     DatasetPlugin,
     EpochPlan,
@@ -22,6 +25,7 @@ from pcnbench.contracts import (
     ModelPlugin,
     Params,
     Reading,
+    Reference,
     ReportData,
     Reporter,
     ReportFigure,
@@ -86,6 +90,9 @@ __all__ = [
     "Cell",
     "CellQueue",
     "Choice",
+    "ClaimCheck",
+    "ClaimPoint",
+    "ClaimResult",
     "DataInfo",
     "DatasetMissingError",
     "DatasetPlugin",
@@ -112,6 +119,7 @@ __all__ = [
     "PhaseRecord",
     "Reading",
     "Recipe",
+    "Reference",
     "ReportData",
     "ReportFigure",
     "Reporter",

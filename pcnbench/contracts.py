@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from pcnbench.protocols import Session
 
 __all__ = [
+    "ClaimCheck",
+    "ClaimPoint",
+    "ClaimResult",
     "DataInfo",
     "DatasetPlugin",
     "EpochPlan",
@@ -38,6 +41,7 @@ __all__ = [
     "ModelPlugin",
     "Params",
     "Reading",
+    "Reference",
     "ReportData",
     "ReportFigure",
     "Reporter",
@@ -199,6 +203,78 @@ class Method:
         return []
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A published result a suite lists beside its own (`references:`), e.g. a paper's figure.
+
+    Reports draw and list it apart from the suite's results; it never enters a claim or a
+    Pareto frontier. `model` is a short label such as `resnet(depth=20)` (None: not given);
+    `accuracy` is a fraction in [0, 1]; at least one of `params` and `macs` is set.
+    """
+
+    label: str
+    source: str
+    dataset: str
+    model: str | None
+    accuracy: float
+    params: int | None = None
+    macs: int | None = None
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """One expectation of a claim judged at one operating point, with the interval deciding it.
+
+    `estimate`, `low` and `high` are in the expectation's own terms: a difference subject −
+    baseline (accuracy in percentage points) or a ratio (`unit` "x"); `n` is the number of
+    seeds paired (`paired`) or the smaller side's count (unpaired, Welch).
+    """
+
+    quantity: str  # a result column, e.g. "accuracy"
+    expect: str  # the expectation as the suite wrote it, e.g. ">= -0.5pp"
+    op: str  # ">=", ">", "<=" or "<"
+    value: float  # the bound, in the unit below
+    unit: str  # "pp", "x" or the quantity's own unit ("" for counts)
+    estimate: float
+    low: float
+    high: float
+    n: int
+    paired: bool
+    verdict: str  # "supported", "refuted" or "inconclusive"
+
+
+@dataclass(frozen=True)
+class ClaimPoint:
+    """A claim judged at one operating point of its subject, and the cells behind it."""
+
+    label: str  # the subject's setting, e.g. "pcn(keep=f0.0625)" or "lottery(levels=3) level 2"
+    verdict: str  # "supported", "refuted" or "inconclusive"
+    checks: tuple[ClaimCheck, ...]
+    subject_cells: tuple[str, ...]  # cell ids
+    baseline_cells: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A suite's claim (`claims:`) judged from the stored results.
+
+    `verdict` is "supported", "refuted", "inconclusive" or "not evaluated" (then `reason`
+    says why: missing or failed cells, a claim the stored suite text cannot state). `over`
+    is "any" (supported when some operating point is) or "all"; `decided_by` names the
+    operating point that decided a supported or refuted verdict ("" when none alone did).
+    """
+
+    name: str
+    verdict: str
+    over: str = "any"
+    subject: str = ""  # the selectors as written, e.g. "method=pcn"
+    baseline: str = ""
+    expect: tuple[str, ...] = ()  # "accuracy >= -0.5pp", ...
+    points: tuple[ClaimPoint, ...] = ()
+    decided_by: str = ""
+    reason: str = ""
+
+
 @dataclass
 class ReportData:
     """Everything a reporter (or a method's `figures`) may use, read from one results database.
@@ -215,6 +291,10 @@ class ReportData:
     `point_keys` and `figures`); a method no longer installed is absent and its results are
     reported without point keys or figures of its own.
 
+    `claims` holds the suite's claims judged from these results (see `ClaimResult`) and
+    `references` the published results it lists (see `Reference`), both read from the suite
+    text of the last run.
+
     `figure_formats` are the file formats the user asked figures in (`pcnbench report
     --formats`; SVG first, always): a reporter that saves figures writes each in all of them.
     """
@@ -228,6 +308,8 @@ class ReportData:
     cells: pd.DataFrame  # cells with config (JSON), status, error
     methods: dict[str, Method] = field(default_factory=dict)
     figure_formats: tuple[str, ...] = ("svg",)
+    claims: list[ClaimResult] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
 
 
 @dataclass

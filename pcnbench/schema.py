@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -75,6 +75,65 @@ class Checkpoints(_Strict):
     every_s: float = Field(default=60.0, ge=0)
 
 
+class Pick(_Strict):
+    """A dataset, model or method a claim or reference names: a name, or a name and params."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Selector(_Strict):
+    """One side of a claim: the cells whose dataset, model and method match (unset: any)."""
+
+    dataset: Pick | None = None
+    model: Pick | None = None
+    method: Pick | None = None
+
+
+class ClaimSpec(_Strict):
+    """A claim (`claims:`): how the subject's results compare with the baseline's.
+
+    `expect` maps a result quantity to `OP VALUE[UNIT]` (see `pcnbench.claims`); `over: any`
+    supports the claim when some operating point of the subject does, `all` when every one does.
+    """
+
+    name: str = Field(min_length=1, max_length=300)
+    subject: Selector
+    baseline: Selector
+    expect: dict[str, Any] = Field(min_length=1)
+    over: Literal["any", "all"] = "any"
+
+
+class ReferenceSpec(_Strict):
+    """A published result listed beside the suite's own (`references:`); never judged."""
+
+    label: str = Field(min_length=1, max_length=300)
+    source: str = Field(min_length=1)
+    dataset: str = Field(min_length=1)
+    model: Pick | None = None
+    accuracy: float = Field(ge=0.0, le=1.0)
+    params: int | None = Field(default=None, ge=1)
+    macs: int | None = Field(default=None, ge=1)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must say where the figures come from (a paper, a URL)")
+        return value
+
+    @model_validator(mode="after")
+    def _size(self) -> ReferenceSpec:
+        if self.params is None and self.macs is None:
+            raise ValueError("a reference needs params or macs (or both) to be placed on a plot")
+        return self
+
+
 class Suite(_Strict):
     """A whole suite: the matrix (datasets × models × methods × seeds) and one recipe."""
 
@@ -94,6 +153,8 @@ class Suite(_Strict):
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     output: str | None = None
     max_cells: int = Field(default=MAX_CELLS, ge=1)  # more cells than this is refused
+    claims: list[ClaimSpec] = Field(default_factory=list, max_length=MAX_RULES)
+    references: list[ReferenceSpec] = Field(default_factory=list, max_length=MAX_RULES)
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -227,10 +288,14 @@ __all__ = [
     "AXES",
     "MAX_CELLS",
     "Checkpoints",
+    "ClaimSpec",
     "Entry",
     "ExecutorSpec",
     "Metering",
+    "Pick",
+    "ReferenceSpec",
     "Resources",
+    "Selector",
     "Suite",
     "parse_suite",
     "pydantic_error",
