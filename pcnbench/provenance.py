@@ -57,6 +57,12 @@ def nvidia_driver() -> str | None:
     return version.decode() if isinstance(version, bytes) else str(version)
 
 
+def _mps_running() -> bool:
+    """Whether a CUDA MPS control daemon seems to run (its pipe directory exists)."""
+    pipes = os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")
+    return Path(pipes, "control").exists()
+
+
 def environment(suite_file: str | Path | None = None) -> dict[str, Any]:
     """A JSON-able description of the software and hardware a run uses."""
     import torch
@@ -77,6 +83,12 @@ def environment(suite_file: str | Path | None = None) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # TF32 as PyTorch allows it when the run starts; each cell then sets it for its
+        # recipe.precision (fp32 keeps these defaults, tf32 allows both)
+        "tf32_matmul_default": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn_default": torch.backends.cudnn.allow_tf32,
+        # cells packed on one GPU run kernels concurrently only under the CUDA MPS daemon
+        "cuda_mps": _mps_running(),
     }
     env.update(git_state(Path(suite_file).parent if suite_file else "."))
     return env
