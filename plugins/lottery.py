@@ -54,13 +54,15 @@ class LotteryParams(Params):
 
     levels: int = Field(ge=1, description="pruning rounds; one result row each")
     rate: float = Field(0.2, gt=0, lt=1, description="fraction of remaining weights per level")
-    rewind: Rewind = "0"
+    rewind: Rewind = Field(
+        "0", description="rewind point: 0 (original lottery ticket), Nep epochs or Nit steps"
+    )
     rewind_optimizer: bool = Field(
         False,
         description="restore the step-k optimizer state (momentum) too; default: a fresh "
         "optimizer at step k, as OpenLTH",
     )
-    exclude: Patterns = ()
+    exclude: Patterns = Field((), description="layer patterns never pruned")
 
 
 class Lottery(Method):

@@ -349,13 +349,29 @@ class LowRankParams(Params):
 
     # 0: spectral init before training; n: after n epochs, then on to the end; "end": after
     # training, then `finetune_epochs` more (the classic post-training compression).
-    at_epoch: int | Literal["end"] = "end"
-    finetune_epochs: int = Field(10, ge=0)
+    at_epoch: int | Literal["end"] = Field(
+        "end",
+        description="0: factorize the fresh network; n: after n epochs, then train on; end: "
+        "after training, then fine-tune",
+    )
+    finetune_epochs: int = Field(10, ge=0, description="fine-tuning epochs after `end`")
     # "rewind" replays the schedule's last epochs (Renda et al. 2020): no new hyperparameter.
-    finetune_lr: float | Literal["rewind"] = "rewind"
-    rank: int | str = "e0.9"  # e<τ> energy kept, r<ρ> ratio of min(m, n), or a fixed rank
-    scheme: Scheme = "channel"
-    layers: tuple[str, ...] | None = None  # fnmatch patterns; None: all but first and last
+    finetune_lr: float | Literal["rewind"] = Field(
+        "rewind",
+        description="a learning rate > 0, or rewind: replay the schedule's last "
+        "`finetune_epochs` epochs",
+    )
+    rank: int | str = Field(
+        "e0.9",
+        description="e0.9: smallest rank keeping 90% of Σσ²; r0.25: ceil(0.25·min(m, n)); an "
+        "integer: that rank",
+    )
+    scheme: Scheme = Field(
+        "channel", description="conv split: channel (kh×kw, then 1×1) or spatial (kh×1, then 1×kw)"
+    )
+    layers: tuple[str, ...] | None = Field(
+        None, description="layer patterns to factorize; null: all but the first and the last"
+    )
 
     @field_validator("at_epoch", mode="before")
     @classmethod

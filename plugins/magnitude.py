@@ -39,12 +39,24 @@ class MagnitudeParams(Params):
     """Target sparsity, where and when to prune, and the fine-tuning that follows."""
 
     sparsity: float = Field(gt=0, lt=1, description="fraction of prunable weights removed")
-    scope: Literal["global", "layer"] = "global"
-    schedule: Literal["oneshot", "gradual"] = "oneshot"
+    scope: Literal["global", "layer"] = Field(
+        "global",
+        description="global: one |w| threshold over all prunable weights; layer: each layer "
+        "to `sparsity`",
+    )
+    schedule: Literal["oneshot", "gradual"] = Field(
+        "oneshot",
+        description="oneshot: prune after training, then fine-tune; gradual: Zhu & Gupta's "
+        "cubic schedule during training",
+    )
     finetune_epochs: int | None = Field(
         None, ge=0, description="epochs after the recipe's end; default 10 oneshot, 0 gradual"
     )
-    finetune: Literal["fixed_lr", "lr_rewind"] = "fixed_lr"
+    finetune: Literal["fixed_lr", "lr_rewind"] = Field(
+        "fixed_lr",
+        description="fixed_lr: at `finetune_lr`; lr_rewind: replay the schedule's last "
+        "`finetune_epochs` epochs",
+    )
     finetune_lr: float = Field(0.01, gt=0, description="learning rate of fixed_lr fine-tuning")
     start_epoch: int = Field(0, ge=0, description="gradual: first mask update")
     end_epoch: int | None = Field(
@@ -52,7 +64,7 @@ class MagnitudeParams(Params):
     )
     frequency: int = Field(100, ge=1, description="gradual: steps between mask updates (Δt)")
     initial_sparsity: float = Field(0.0, ge=0, lt=1, description="gradual: s_i at start_epoch")
-    exclude: Patterns = ()
+    exclude: Patterns = Field((), description="layer patterns never pruned (e.g. fc)")
 
     @model_validator(mode="after")
     def _initial_below_final(self) -> MagnitudeParams:

@@ -12,8 +12,8 @@ from .stats import channel_stats
 class DigitsParams(Params):
     """How the 1,797 digits are split into training and test sets."""
 
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = 0
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="fraction held out for testing")
+    split_seed: int = Field(0, description="seed of the stratified train/test split")
 
 
 class Digits(DatasetPlugin):

@@ -36,9 +36,9 @@ class ImagenetParams(Params):
     in the epoch, so the worker count does not change what is trained on.
     """
 
-    root: Annotated[str, Locator()]
-    num_classes: int = Field(1000, ge=1)
-    workers: Annotated[int, Locator()] = Field(8, ge=0)
+    root: Annotated[str, Locator()] = Field(description="folder with train/ and val/ class folders")
+    num_classes: int = Field(1000, ge=1, description="class folders in train/ and val/")
+    workers: Annotated[int, Locator()] = Field(8, ge=0, description="data loader processes")
 
 
 class Imagenet(DatasetPlugin):

@@ -21,11 +21,13 @@ _NOISE = 0.15  # per-pixel std around a class center; centers differ by about 0.
 class SyntheticParams(Params):
     """Sizes, sample shape (C, H, W), class count and seed of the generated data."""
 
-    n_train: int = Field(512, ge=1)
-    n_test: int = Field(128, ge=1)
-    shape: tuple[int, int, int] = (1, 8, 8)
-    classes: int = Field(4, ge=2)
-    seed: int = 0
+    n_train: int = Field(512, ge=1, description="training samples")
+    n_test: int = Field(128, ge=1, description="test samples")
+    shape: tuple[int, int, int] = Field(
+        (1, 8, 8), description="one sample's shape (C, H, W); each at least 1"
+    )
+    classes: int = Field(4, ge=2, description="classes, one cluster each")
+    seed: int = Field(0, description="seed of the class centers and samples")
 
     @field_validator("shape")
     @classmethod

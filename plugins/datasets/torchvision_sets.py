@@ -6,6 +6,8 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
+from pydantic import Field
+
 from pcnbench.api import (
     DataInfo,
     DatasetMissingError,
@@ -42,8 +44,10 @@ _MNIST_FILES = (
 class TorchvisionParams(Params):
     """Where the dataset lives and whether it may be downloaded there (neither is in cell ids)."""
 
-    root: Annotated[str, Locator()] = "data"
-    download: Annotated[bool, Locator()] = False
+    root: Annotated[str, Locator()] = Field("data", description="folder holding the files")
+    download: Annotated[bool, Locator()] = Field(
+        False, description="download the files into `root` when absent"
+    )
 
 
 class TorchvisionDataset(DatasetPlugin):

@@ -19,9 +19,11 @@ _NETS = ("Block", "CifarResNet", "PadShortcut")  # in cifar_resnet_net: torch lo
 class ResNetParams(Params):
     """`depth` = 6n+2 layers, `width` multiplies the 16/32/64 channels, `shortcut` A or B."""
 
-    depth: int = 20
-    width: int = Field(default=1, ge=1)
-    shortcut: Literal["A", "B"] = "B"
+    depth: int = Field(20, description="layers, 6n+2: 8, 14, 20, 32, 44, 56, 110, …")
+    width: int = Field(default=1, ge=1, description="multiplies the 16/32/64 channels")
+    shortcut: Literal["A", "B"] = Field(
+        "B", description="where a block changes shape: A zero-pads, B a 1×1 conv and BN"
+    )
 
     @field_validator("depth")
     @classmethod

@@ -30,8 +30,8 @@ PLANS: dict[int, list[int | str]] = {
 class VGGParams(Params):
     """`depth` picks the plan (11, 13, 16, 19); `width` multiplies every channel count."""
 
-    depth: int = 16
-    width: int = Field(default=1, ge=1)
+    depth: int = Field(16, description="VGG plan: 11, 13, 16 or 19")
+    width: int = Field(default=1, ge=1, description="multiplies every channel count")
 
     @field_validator("depth")
     @classmethod

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 class MLPParams(Params):
     """`depth` hidden layers of `width` units each."""
 
-    width: int = Field(default=256, gt=0)
-    depth: int = Field(default=2, ge=1)
+    width: int = Field(default=256, gt=0, description="units in each hidden layer")
+    depth: int = Field(default=2, ge=1, description="hidden layers (fc1 … fcN)")
 
 
 class MLP(ModelPlugin):
@@ -47,7 +47,7 @@ class MLP(ModelPlugin):
 class CNNParams(Params):
     """`width` channels in the first conv, twice that in the second."""
 
-    width: int = Field(default=32, gt=0)
+    width: int = Field(default=32, gt=0, description="channels of conv1; conv2 has twice as many")
 
 
 class CNN(ModelPlugin):

@@ -30,8 +30,12 @@ _LOGITS_ONLY: dict[str, dict[str, Any]] = {
 class TorchvisionParams(Params):
     """`weights` names pretrained weights (None: random init); `kwargs` go to the builder."""
 
-    weights: str | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = Field(
+        None, description="pretrained weights, e.g. DEFAULT or IMAGENET1K_V1; null: random init"
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="more keyword arguments for the torchvision builder"
+    )
 
     @field_validator("kwargs")
     @classmethod
