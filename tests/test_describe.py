@@ -143,3 +143,14 @@ def test_readme_reference_is_up_to_date(host: PluginHost) -> None:
         "README.md's plugin parameters are out of date: run "
         "python -m pcnbench.describe --write-readme README.md"
     )
+
+
+def test_the_plugins_command_describes_one_plugin(capsys) -> None:
+    from pcnbench.cli import main
+
+    assert main(["plugins", "cnn"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cnn: model registered by plugin 'models'")
+    assert any(line.split()[:3] == ["width", "int", "32"] for line in out.splitlines())
+    assert main(["plugins", "cn"]) == 2
+    assert "did you mean 'pcn' or 'cnn'?" in capsys.readouterr().err

@@ -148,3 +148,18 @@ def test_epoch_seconds_scale_step_time_by_steps_per_epoch():
     # CIFAR-10: 50,000 samples at batch 128 are 391 steps (the last one smaller)
     assert epoch_seconds_from_steps(0.01, 50_000, 128) == pytest.approx(3.91)
     assert epoch_seconds_from_steps(0.01, 50_000, 128, validation_split=0.1) == pytest.approx(3.52)
+
+
+def test_dry_run_projects_the_plan_from_epoch_times_measured_here(write_suite, tmp_path, capsys):
+    from pcnbench.cli import main
+    from tests.conftest import BASE_SUITE
+
+    suite = write_suite(BASE_SUITE.replace("seeds: [0]", "seeds: [0, 1]"))
+    out = tmp_path / "out"
+    args = ["run", str(suite), "--dry-run", "--project", "--device", "cpu", "--output", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "projected " in text and " hours on cpu for 2 cells; 4 epochs" in text
+    point = "synthetic(n_test=32,n_train=64) · mlp(depth=1,width=8)"
+    assert f"  {point}: " in text and "4 steps × " in text  # 64 samples / batch 16
+    assert not out.exists()  # a dry run writes nothing
