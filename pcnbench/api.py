@@ -38,6 +38,7 @@ from pcnbench.patterns import Patterns
 from pcnbench.protocols import Session, Snapshot
 from pcnbench.recipe import Recipe
 from pcnbench.records import EpochRecord, PhaseRecord
+from pcnbench.stats import Estimate, mean_ci, paired_delta, student_t_cdf, t_quantile, welch_delta
 from pcnbench.steps import StepSpec, parse_steps
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ __all__ = [
     "DatasetPlugin",
     "EpochPlan",
     "EpochRecord",
+    "Estimate",
     "Executor",
     "ExecutorEvents",
     "Family",
@@ -134,12 +136,17 @@ __all__ = [
     "load_plugins",
     "mask_density",
     "masked_parameters",
+    "mean_ci",
+    "paired_delta",
     "parse_steps",
     "prepare_process",
     "resolve_device",
     "run_cell",
     "select_layers",
     "set_mask",
+    "student_t_cdf",
+    "t_quantile",
+    "welch_delta",
 ]
 
 

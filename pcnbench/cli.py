@@ -402,6 +402,21 @@ def cmd_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    """Judge the suite's claims from its stored results; exit 1 when one is refuted."""
+    from pcnbench.claims import exit_code, format_claims
+    from pcnbench.report import load_report_data
+
+    output = Path(args.dir)
+    if output.is_file():
+        output = output.parent
+    if not (output / "results.db").is_file():
+        raise PcnbenchError(f"no results database at {output / 'results.db'} (run a suite first)")
+    data = load_report_data(output, _plugins())
+    sys.stdout.write(format_claims(data.claims, f"{data.suite} ({output})"))
+    return exit_code(data.claims)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -496,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("dir", help="a suite's output directory (or its results.db)")
     res.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
     res.set_defaults(func=cmd_results)
+
+    claims = sub.add_parser(
+        "claims", help="judge the suite's claims from its results (exit 1 when one is refuted)"
+    )
+    claims.add_argument("dir", help="a suite's output directory (or its results.db)")
+    claims.set_defaults(func=cmd_claims)
     return parser
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from pcnbench.claims import judge_claims, read_references
 from pcnbench.contracts import Method, ReportData
 from pcnbench.errors import DiskFullError, PcnbenchError
 from pcnbench.store import Store
@@ -63,6 +64,7 @@ def load_report_data(output_dir: str | Path, host: Any = None) -> ReportData:
     """Read a suite's output directory (or its results.db) into a ReportData.
 
     With the plugin `host`, `methods` holds the installed method of each method in the results.
+    `claims` and `references` come from the suite text stored with the last run.
     """
     store = Store.open_existing(output_dir)
     try:
@@ -77,7 +79,12 @@ def load_report_data(output_dir: str | Path, host: Any = None) -> ReportData:
     runs = frames["runs"]
     suite = str(runs["suite"].iloc[-1]) if len(runs) else out.name
     methods = _installed_methods(results, host)
-    return ReportData(output_dir=out, suite=suite, results=results, methods=methods, **frames)
+    data = ReportData(output_dir=out, suite=suite, results=results, methods=methods, **frames)
+    text = runs["suite_text"].iloc[-1] if len(runs) and "suite_text" in runs.columns else None
+    if isinstance(text, str) and text:
+        data.references = read_references(text)
+        data.claims = judge_claims(data)
+    return data
 
 
 class ReportError(PcnbenchError):

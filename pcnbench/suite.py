@@ -15,10 +15,20 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, expand
+from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, _short, expand, matches_rule
+from pcnbench.claims import pairs_by_model, parse_expectation, selector_label
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.recipe import Recipe
-from pcnbench.schema import AXES, MAX_CELLS, Entry, Suite, parse_suite, pydantic_error
+from pcnbench.schema import (
+    AXES,
+    MAX_CELLS,
+    Entry,
+    Pick,
+    Selector,
+    Suite,
+    parse_suite,
+    pydantic_error,
+)
 from pcnbench.yamlsrc import KeyPath, Source, load_source, load_text
 
 
@@ -210,6 +220,125 @@ def check_excludes(loaded: LoadedSuite) -> None:
                 )
 
 
+def _pick_error(
+    loaded: LoadedSuite, at: KeyPath, axis: str, pick: Pick, raw: Any
+) -> SuiteError | None:
+    """An error when no grid point of the suite's `axis` matches `pick` (a name or name+params)."""
+    source = loaded.source
+    choices: list[Choice] = getattr(loaded, axis + "s")
+    names = list(dict.fromkeys(c.name for c in choices))
+    named = [c for c in choices if c.name == pick.name]
+    if not named:
+        where = (*at, "name") if isinstance(raw, dict) else at
+        return source.error(
+            where, f"'{pick.name}' is not one of the suite's {axis}s ({', '.join(names)})"
+        )
+    for key, want in pick.params.items():
+        kept = [c for c in named if c.raw.get(key, getattr(c.params, key, None)) == want]
+        if not kept:
+            have = sorted(
+                {repr(c.raw.get(key, getattr(c.params, key, None))) for c in named}, key=str
+            )
+            return source.error(
+                (*at, "params", key),
+                f"no {axis} '{pick.name}' of the suite has {key}={want!r} "
+                f"(it has {key} {', '.join(have)})",
+            )
+        named = kept
+    return None
+
+
+def _cell_group(cell: Cell, by_model: bool) -> str:
+    """What a claim pairs cells by: the dataset (and model) grid point."""
+    parts = [_short(cell.dataset)] + ([_short(cell.model)] if by_model else [])
+    return " · ".join(parts)
+
+
+def check_claims(loaded: LoadedSuite) -> None:
+    """Validate the suite's `claims:` against its own cells (selectors, quantities, bounds)."""
+    source = loaded.source
+    for i, spec in enumerate(loaded.suite.claims):
+        base: KeyPath = ("claims", i)
+        raw = source.data["claims"][i]
+        for key, text in spec.expect.items():
+            try:
+                parse_expectation(key, text)
+            except KeyError as exc:
+                raise source.error((*base, "expect", key), str(exc.args[0]), key=True) from None
+            except ValueError as exc:
+                raise source.error((*base, "expect", key), str(exc)) from None
+        picked: dict[str, list[Cell]] = {}
+        for side in ("subject", "baseline"):
+            selector: Selector = getattr(spec, side)
+            at: KeyPath = (*base, side)
+            written = raw.get(side) or {}
+            if not any(getattr(selector, a) is not None for a in ("dataset", "model", "method")):
+                raise source.error(at, "a selector names a dataset, model or method (or several)")
+            for axis in ("dataset", "model", "method"):
+                pick = getattr(selector, axis)
+                if pick is not None:
+                    error = _pick_error(loaded, (*at, axis), axis, pick, written.get(axis))
+                    if error is not None:
+                        raise error
+            rule = {
+                a: getattr(selector, a).model_dump()
+                for a in ("dataset", "model", "method")
+                if getattr(selector, a) is not None
+            }
+            cells = [
+                c
+                for c in loaded.cells
+                if matches_rule(
+                    rule, {"dataset": c.dataset, "model": c.model, "method": c.method, "seed": 0}
+                )
+            ]
+            if not cells:
+                raise source.error(
+                    at,
+                    f"the {side} ({selector_label(selector)}) matches no cell of the suite: "
+                    "the exclude rules remove every cell it names",
+                )
+            picked[side] = cells
+        both = {c.id for c in picked["subject"]} & {c.id for c in picked["baseline"]}
+        if both:
+            raise source.error(
+                (*base, "baseline"),
+                f"{len(both)} cells are both subject and baseline; make the selectors differ",
+            )
+        by_model = pairs_by_model(spec)
+        subject = {_cell_group(c, by_model) for c in picked["subject"]}
+        baseline: dict[str, set[str]] = {}
+        for cell in picked["baseline"]:
+            baseline.setdefault(_cell_group(cell, by_model), set()).add(
+                f"{_short(cell.model)} · {_short(cell.method)}"
+            )
+        if not subject & set(baseline):
+            how = "dataset and model" if by_model else "dataset"
+            raise source.error(
+                (*base, "baseline"),
+                f"no baseline cell shares a {how} with a subject cell (subject: "
+                f"{', '.join(sorted(subject))}; baseline: {', '.join(sorted(baseline))})",
+            )
+        for group, settings in baseline.items():
+            if group in subject and len(settings) > 1:
+                raise source.error(
+                    (*base, "baseline"),
+                    f"the baseline matches {len(settings)} settings for {group} "
+                    f"({'; '.join(sorted(settings))}): name one (with params) to compare with",
+                )
+
+
+def check_references(loaded: LoadedSuite) -> None:
+    """Each reference names one of the suite's datasets (its figures are drawn beside them)."""
+    names = list(dict.fromkeys(c.name for c in loaded.datasets))
+    for i, ref in enumerate(loaded.suite.references):
+        if ref.dataset not in names:
+            raise loaded.source.error(
+                ("references", i, "dataset"),
+                f"'{ref.dataset}' is not one of the suite's datasets ({', '.join(names)})",
+            )
+
+
 def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
     """Build every (dataset, model) pair of the matrix (weights uninitialised), one forward each."""
     source = loaded.source
@@ -378,6 +507,8 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
     )
     if not loaded.cells:
         raise source.error(("exclude",), "the exclude rules remove every cell", key=True)
+    check_claims(loaded)
+    check_references(loaded)
     check_compatibility(loaded, host)
     executors = getattr(host, "executors", None)
     if executors is not None and suite.executor.name not in executors:

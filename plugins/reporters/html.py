@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -177,6 +178,72 @@ def _unfinished(data: ReportData) -> list[dict[str, Any]]:
     return sorted(out, key=lambda g: (-g["count"], g["status"], g["summary"]))
 
 
+_VERDICT_NOTE = {
+    "supported": "the whole 95% interval satisfies every expectation",
+    "refuted": "the whole 95% interval violates an expectation",
+    "inconclusive": "the interval straddles a bound (or one seed gives none)",
+    "not evaluated": "cells missing or failed, or a quantity not recorded",
+}
+
+
+def _claims(data: ReportData) -> list[dict[str, Any]]:
+    """The judged claims as the template's rows: verdict, name, and each point's numbers."""
+    rows = []
+    for claim in getattr(data, "claims", None) or []:
+        points = []
+        for point in claim.points:
+            points.append(
+                {
+                    "label": point.label,
+                    "verdict": point.verdict,
+                    "decided": point.label == claim.decided_by and len(claim.points) > 1,
+                    "checks": [_check_text(c) for c in point.checks],
+                    "cells": len(point.subject_cells) + len(point.baseline_cells),
+                }
+            )
+        rows.append(
+            {
+                "name": claim.name,
+                "verdict": claim.verdict,
+                "css": claim.verdict.replace(" ", "-"),
+                "note": _VERDICT_NOTE.get(claim.verdict, ""),
+                "comparison": f"{claim.subject} vs {claim.baseline}" if claim.subject else "",
+                "expect": "; ".join(claim.expect),
+                "over": claim.over,
+                "reason": claim.reason,
+                "points": points,
+            }
+        )
+    return rows
+
+
+def _signed(x: float, ratio: bool) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    text = f"{x:.3g}" if abs(x) >= 1000 or (x != 0 and abs(x) < 0.01) else f"{x:.2f}"
+    return (text if ratio or x <= 0 else "+" + text).replace("-", "−")
+
+
+def _check_text(check: Any) -> dict[str, str]:
+    """One expectation's numbers: `accuracy +0.12 pp [−0.30, +0.54] ≥ −1 pp`."""
+    ratio = check.unit == "x"
+    unit = "×" if ratio else (f" {check.unit}" if check.unit else "")
+    op = {">=": "≥", "<=": "≤"}.get(check.op, check.op)
+    interval = (
+        f"[{_signed(check.low, ratio)}, {_signed(check.high, ratio)}]"
+        if check.n >= 2
+        else "(one seed: no interval)"
+    )
+    how = f"paired over {check.n} seeds" if check.paired else f"Welch, n = {check.n}"
+    return {
+        "quantity": check.quantity,
+        "text": f"{_signed(check.estimate, ratio)}{unit} {interval}",
+        "bound": f"{op} {_signed(check.value, ratio)}{unit}",
+        "how": how,
+        "verdict": check.verdict,
+    }
+
+
 def render_html(data: ReportData, out_dir: Path) -> str:
     """The report page as one string (figures are read from figures/ if drawn)."""
     groups = operating_points(data)
@@ -215,6 +282,7 @@ def render_html(data: ReportData, out_dir: Path) -> str:
     )
     return template.render(
         suite=data.suite,
+        claims=_claims(data),
         description=_suite_description(suite_text),
         headline=headline(groups, total, status.get("done", 0)),
         sharing=sharing_sentence(data.results),

@@ -1,11 +1,16 @@
-"""The statistics the reports print: t intervals over seeds, paired deltas, Pareto frontiers."""
+"""The statistics the reports print: t intervals over seeds, paired deltas, Pareto frontiers.
+
+The intervals themselves live in the core (`pcnbench.api`: the claims use them too) and are
+re-exported here under their old names.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+from pcnbench.api import Estimate, mean_ci, paired_delta, student_t_cdf, t_quantile, welch_delta
 
 T = TypeVar("T")
 
@@ -23,6 +28,7 @@ __all__ = [
     "same",
     "student_t_cdf",
     "t_quantile",
+    "welch_delta",
 ]
 
 # When two numbers count as equal, everywhere the reports compare them (Pareto dominance, best
@@ -60,126 +66,6 @@ def best_of(items: Sequence[T], *keys: Callable[[T], float]) -> T:
         top = max(key(x) for x in pool)
         pool = [x for x in pool if same(key(x), top)]
     return pool[0]
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """P(T ≤ t) for Student's t distribution with `df` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The `p` quantile of Student's t with `df` degrees of freedom (e.g. 0.975, 2 → 4.303)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p must lie in (0, 1), got {p}")
-    if df <= 0:
-        raise ValueError(f"df must be positive, got {df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while student_t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):  # bisection: the cdf is monotone and cheap
-        mid = 0.5 * (lo + hi)
-        if student_t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A mean over seeds with its 95% half-width (None when n < 2) and the sample std."""
-
-    mean: float
-    half_width: float | None
-    n: int
-    std: float | None
-
-    @property
-    def low(self) -> float:
-        """Lower end of the interval (the mean itself without one)."""
-        return self.mean - (self.half_width or 0.0)
-
-    @property
-    def high(self) -> float:
-        """Upper end of the interval (the mean itself without one)."""
-        return self.mean + (self.half_width or 0.0)
-
-
-def _finite(values: Iterable[float | None]) -> list[float]:
-    out = []
-    for v in values:
-        if v is None:
-            continue
-        f = float(v)
-        if math.isfinite(f):
-            out.append(f)
-    return out
-
-
-def mean_ci(values: Iterable[float | None], level: float = 0.95) -> Estimate | None:
-    """Mean ± t·s/√n over the finite values (Student t); no interval for n = 1, None for n = 0."""
-    xs = _finite(values)
-    n = len(xs)
-    if n == 0:
-        return None
-    mean = math.fsum(xs) / n
-    if n == 1:
-        return Estimate(mean, None, 1, None)
-    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile(0.5 + level / 2.0, n - 1) * std / math.sqrt(n)
-    return Estimate(mean, half, n, std)
-
-
-def paired_delta(
-    method: dict[int, float], dense: dict[int, float], level: float = 0.95
-) -> Estimate | None:
-    """Mean ± CI of method − dense over the seeds both have (None when they share none)."""
-    seeds = sorted(set(method) & set(dense))
-    return mean_ci([method[s] - dense[s] for s in seeds], level)
 
 
 def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[int]:

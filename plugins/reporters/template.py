@@ -60,6 +60,16 @@ td.cells ul { margin: 4px 0 0; padding-left: 18px; }
 dl.env { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; font-size: 13.5px; }
 dl.env dt { color: var(--muted); }
 dl.env dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
+table.claims td { vertical-align: top; }
+table.claims td.claim { white-space: normal; min-width: 16em; max-width: 30em; }
+table.claims td.numbers { white-space: normal; min-width: 24em; }
+table.claims ul { margin: 0; padding-left: 16px; }
+.verdict { display: inline-block; padding: 1px 7px; border-radius: 3px; font-weight: 600;
+           font-size: 12.5px; white-space: nowrap; }
+.verdict.supported { background: var(--best); color: #1d5e2b; }
+.verdict.refuted { background: #fbe4e4; color: var(--bad); }
+.verdict.inconclusive { background: #fff3d6; color: #7a5200; }
+.verdict.not-evaluated { background: var(--soft); color: var(--muted); }
 @media print { nav { display: none; } h2 { break-before: auto; } figure { break-inside: avoid; } }
 </style>
 </head>
@@ -67,10 +77,35 @@ dl.env dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace;
 <header><div class="inner">
 <h1>{{ suite }}</h1>
 {% if description %}<div class="muted">{{ description }}</div>{% endif %}
-<nav><a href="#summary">Summary</a><a href="#tables">Tables</a><a href="#figures">Figures</a>
+<nav>{% if claims %}<a href="#claims">Claims</a>{% endif %}<a href="#summary">Summary</a><a href="#tables">Tables</a><a href="#figures">Figures</a>
 <a href="#failed">Failed cells</a><a href="#provenance">Provenance</a></nav>
 </div></header>
 <main>
+{% if claims %}
+<section id="claims">
+<h2>Claims</h2>
+<p class="muted">Each claim the suite declares, judged from these results with 95% Student-t
+intervals (paired by seed where both sides share seeds, Welch otherwise): <b>supported</b> when
+the whole interval satisfies every expectation, <b>refuted</b> when it all violates one,
+<b>inconclusive</b> otherwise. Accuracy differences are in percentage points; compression and
+speedup are baseline/subject ratios; × marks a ratio subject/baseline elsewhere.</p>
+<div class="scroll"><table class="claims">
+<thead><tr><th class="l">Verdict</th><th class="l">Claim</th><th class="l">Operating point</th><th class="l">Numbers that decided it</th></tr></thead>
+<tbody>
+{% for c in claims %}
+{% set n = c.points|length if c.points else 1 %}
+{% for p in c.points or [none] %}<tr>
+{% if loop.first %}<td class="l" rowspan="{{ n }}"><span class="verdict {{ c.css }}" title="{{ c.note }}">{{ c.verdict }}</span></td>
+<td class="claim" rowspan="{{ n }}"><b>{{ c.name }}</b>{% if c.comparison %}<span class="sub">{{ c.comparison }}: {{ c.expect }}{% if c.over == "all" %} (every operating point){% endif %}</span>{% endif %}{% if c.reason %}<span class="sub">{{ c.reason }}</span>{% endif %}</td>{% endif %}
+{% if p %}<td class="wrap">{{ p.label }}{% if p.decided %} <b>(decides)</b>{% endif %}<span class="sub"><span class="verdict {{ p.verdict|replace(" ", "-") }}">{{ p.verdict }}</span> · {{ p.cells }} cells</span></td>
+<td class="numbers"><ul>{% for k in p.checks %}<li>{{ k.quantity }} {{ k.text }} {{ k.bound }} <span class="muted">({{ k.how }}; {{ k.verdict }})</span></li>{% endfor %}</ul></td>
+{% else %}<td class="muted">—</td><td class="muted">—</td>{% endif %}
+</tr>
+{% endfor %}
+{% endfor %}
+</tbody></table></div>
+</section>
+{% endif %}
 <section id="summary">
 <h2>Summary</h2>
 <p class="headline">{{ headline }}</p>
