@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pcnbench
 from pcnbench.errors import PcnbenchError, PluginError, SuiteError
+from pcnbench.hookspecs import hookimpl
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -30,7 +33,7 @@ def _console(stderr: bool = False, wide: bool = False) -> Any:
     from rich.console import Console
 
     console = Console(stderr=stderr, highlight=False, soft_wrap=True)
-    if wide and not console.is_terminal:
+    if wide and not console.is_terminal and not os.environ.get("COLUMNS"):
         # piped output has no width; tables of results read better unwrapped
         console.width = 160
     return console
@@ -146,34 +149,294 @@ def _fmt(value: Any, column: str) -> str:
         return f"{int(value):,}"
     if column == "accuracy":
         return f"{100 * float(value):.2f}%"
+    if column == "epochs_trained" and float(value).is_integer():
+        return f"{int(value)}"  # whole epochs as whole numbers: 15, not 15.0
     if column in ("train_time_s", "epochs_trained"):
         return f"{float(value):.1f}"
     return str(value)
 
 
-def _summary(frame: Any, ids: set[str], out: Any) -> None:
-    from rich.table import Table
+# How the tables of results give way in a narrow terminal (`pcnbench.labels.Column`): shorter
+# headers first, then short cell ids and errors without their exception's name, then these
+# columns go, lowest rank first, then the error is cut. What tells rows apart (cell, seed, a
+# method's point keys such as IMP's level) always stays.
+_SHORT_HEADERS = {"test acc": "acc", "train s": "time", "epochs": "ep"}
+_DROP_RANK = {"epochs_trained": 0, "train_time_s": 1, "cell_id": 2, "macs": 3, "status": 4}
 
-    frame = frame[frame["cell_id"].isin(ids)]
-    table = Table(title="results (params: count; MACs: per sample, measured by torch FlopCounter)")
-    for _, header in SUMMARY_COLUMNS:
-        table.add_column(header, justify="left" if header in ("cell", "status") else "right")
-    for _, row in frame.iterrows():
-        table.add_row(*(_fmt(row.get(col), col) for col, _ in SUMMARY_COLUMNS))
+
+def _point_keys(host: Any = None) -> dict[str, tuple[str, ...]]:
+    """Method → the result columns that tell its cell's rows apart (`Method.point_keys`)."""
+    if host is None:
+        from pcnbench.manager import load_plugins
+
+        try:  # the table still prints without them (a "result" column stands in)
+            host = load_plugins(strict=False)
+        except Exception:
+            return {}
+    keys = {}
+    for name in host.methods.names():
+        try:
+            keys[name] = tuple(host.methods.get(name).point_keys)
+        except Exception:
+            continue
+    return keys
+
+
+def _point(value: Any) -> str:
+    if _missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _table_columns(
+    frame: Any, keys_of: dict[str, tuple[str, ...]], *, ids: bool, errors: bool
+) -> list[Any]:
+    """The columns of a table of results: what tells rows apart first, then the figures."""
+    from pcnbench.labels import Column, bare_reason, error_reason, row_parts, short_labels
+
+    records = frame.to_dict("records")
+    cells = {r["cell_id"]: r for r in records}
+    labels = short_labels([row_parts(r) for r in cells.values()], seed=False)
+    columns = []
+    if ids:
+        values = [str(r["cell_id"]) for r in records]
+        columns.append(
+            Column("id", values, short_values=[v[:8] for v in values], drop=_DROP_RANK["cell_id"])
+        )
+    columns.append(Column("cell", [labels[r["cell_id"]] for r in records], key=True))
+    if len({r.get("seed") for r in cells.values()}) > 1:
+        columns.append(Column("seed", [_point(r.get("seed")) for r in records], "right", key=True))
+    rows_of: dict[str, int] = {}
+    for r in records:
+        rows_of[r["cell_id"]] = rows_of.get(r["cell_id"], 0) + 1
+    points: list[str] = []
+    for method in dict.fromkeys(r["method"] for r in records):
+        keys = [k for k in keys_of.get(method, ()) if k in frame.columns]
+        several = any(rows_of[r["cell_id"]] > 1 for r in records if r["method"] == method)
+        points.extend(keys or (["result"] if several and "result" in frame.columns else []))
+    for key in dict.fromkeys(points):
+        # "result" (a row's index in its cell) only for cells of methods that name no keys
+        keyed = [key != "result" or not keys_of.get(r["method"]) for r in records]
+        values = [_point(r.get(key)) if k else "" for r, k in zip(records, keyed, strict=True)]
+        columns.append(Column(key, values, "right", key=True))
+    if any(r.get("status") != "done" for r in records):
+        # beside an error column (empty for cells done) the status can go in a narrow terminal
+        dropped = _DROP_RANK["status"] if errors else None
+        columns.append(Column("status", [str(r.get("status")) for r in records], drop=dropped))
+    for col, header in SUMMARY_COLUMNS:
+        if col in ("label", "status"):
+            continue
+        columns.append(
+            Column(
+                header,
+                [_fmt(r.get(col), col) for r in records],
+                "right",
+                short_header=_SHORT_HEADERS.get(header),
+                drop=_DROP_RANK.get(col),
+            )
+        )
+    if errors and any(r.get("status") != "done" for r in records):
+        reasons = [
+            "" if r.get("status") == "done" else error_reason(r.get("error"), str(r.get("status")))
+            for r in records
+        ]
+        columns.append(
+            Column(
+                "error",
+                reasons,
+                short_values=[bare_reason(r) for r in reasons],
+                min_width=20,
+                max_width=60,
+            )
+        )
+    return columns
+
+
+def _results_table(frame: Any, title: str, out: Any, columns: list[Any]) -> None:
+    """Print `columns` as a table that fits `out`'s width (see `pcnbench.labels.fit_columns`)."""
+    import textwrap
+
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from pcnbench.labels import fit_columns
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    fitted = fit_columns(columns, out.width)
+    for col in fitted:
+        table.add_column(
+            col.header,
+            justify=col.justify,
+            width=col.width,
+            no_wrap=col.overflow != "fold",
+            overflow=col.overflow,
+        )
+    for i in range(len(frame)):
+        table.add_row(*(Text(col.values[i]) for col in fitted))
+    # the title on lines of its own, wrapped to the terminal (a long path broken anywhere)
+    out.file.write("".join(f"{line}\n" for line in textwrap.wrap(title, max(20, out.width))))
     out.print(table)
+
+
+def _summary(
+    frame: Any, ids: set[str], out: Any, keys_of: dict[str, tuple[str, ...]] | None = None
+) -> None:
+    frame = frame[frame["cell_id"].isin(ids)]
+    columns = _table_columns(frame, keys_of or {}, ids=False, errors=False)
+    title = "results (params: count; MACs: per sample, measured by torch FlopCounter)"
+    _results_table(frame, title, out, columns)
+
+
+def _reasons(frame: Any, ids: list[str], out: Any) -> None:
+    """The distinct reasons the cells `ids` failed, a count each (most frequent first)."""
+    import textwrap
+
+    from pcnbench.labels import error_groups
+
+    rows = frame[frame["cell_id"].isin(set(ids))].drop_duplicates("cell_id")
+    groups = error_groups(rows["error"].tolist(), rows["status"].astype(str).tolist())
+    cells = f"{len(rows)} cell{'s' if len(rows) != 1 else ''}"
+    failed = "failed" if set(rows["status"]) == {"failed"} else "not done"
+    out.print(f"{cells} {failed}, by reason:", markup=False)
+    width = max(40, out.width)
+    for reason, count in groups:
+        head = f"  {count} × "
+        text = textwrap.fill(reason, width, initial_indent=head, subsequent_indent=" " * len(head))
+        out.print(text, markup=False)
+
+
+class _Named:
+    """A rich Progress whose cell bars show short labels (the driver names cells in full)."""
+
+    def __init__(self, progress: Any, names: dict[str, str]) -> None:
+        self.progress, self.names = progress, names
+
+    def add_task(self, description: str, **kwargs: Any) -> Any:
+        """A bar named by the cell's short label."""
+        return self.progress.add_task(self.names.get(description, description), **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # update, advance, remove_task: as they are
+        return getattr(self.progress, name)
+
+
+class _CellLines:
+    """Progress where there is no terminal (a pipe, a CI log): a plain line per cell started
+    and finished, e.g. `[3/16] done   pcn keep=f0.0625 seed 0  acc 95.83%  12.3 s`.
+
+    The driver moves it like a rich Progress (`add_task`, `update`, `advance`, `remove_task`);
+    the finished lines come from the `on_cell_end` hook, which says the cell's status and
+    results (register it with the plugin manager for the run).
+    """
+
+    def __init__(self, names: dict[str, str], write: Any = None) -> None:
+        self.names = names  # full label → short label
+        self.write = write or (lambda line: print(line, flush=True))
+        self.total = len(names)
+        self.started = self.finished = self.tasks = 0
+        self.began: dict[str, float] = {}  # full label → when it started
+
+    def _count(self, n: int) -> str:
+        return f"[{n:>{len(str(self.total))}}/{self.total}]"
+
+    def add_task(self, description: str, total: float | None = None, **_: Any) -> int:
+        """The suite's task (its total counts the cells to run), or a cell starting: a line."""
+        self.tasks += 1
+        if description not in self.names:
+            self.total = int(total or 0) or self.total
+            return self.tasks
+        self.started += 1
+        self.began[description] = time.perf_counter()
+        self.write(f"{self._count(self.started)} start  {self.names[description]}")
+        return self.tasks
+
+    def update(self, task: Any, **_: Any) -> None:
+        """Steps within a cell: not printed."""
+
+    def advance(self, task: Any, advance: float = 1) -> None:
+        """A cell finished: its line comes from `on_cell_end`."""
+
+    def remove_task(self, task: Any) -> None:
+        """A cell's task ends: nothing to print."""
+
+    @hookimpl
+    def on_cell_end(self, cell: Any, status: str, results: list[dict[str, Any]]) -> None:
+        """A line for the cell that ended: status, accuracy and wall time."""
+        label = getattr(cell, "label", None)
+        if label not in self.names:
+            return
+        self.finished += 1
+        began = self.began.pop(label, None)
+        said = f"{self._count(self.finished)} {status:<6} {self.names[label]}"
+        accuracies = [r.get("accuracy") for r in results if not _missing(r.get("accuracy"))]
+        if accuracies:
+            said += f"  acc {_fmt(accuracies[-1], 'accuracy')}"
+            if len(results) > 1:
+                said += f" (last of {len(results)} results)"
+        if began is not None:
+            said += f"  {time.perf_counter() - began:.1f} s"
+        self.write(said)
+
+
+def _progress(args: argparse.Namespace, cells: list, host: Any, out: Any) -> Any:
+    """How the run shows its progress: rich bars on a terminal, plain lines off one, or none."""
+    from contextlib import contextmanager
+
+    from pcnbench.labels import cell_parts, short_labels
+
+    short = short_labels([cell_parts(c) for c in cells])
+    names = {c.label: short[c.id] for c in cells}
+
+    @contextmanager
+    def bars() -> Any:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.table import Column as RichColumn
+
+        with Progress(
+            TextColumn(
+                "{task.description}",
+                markup=False,
+                table_column=RichColumn(no_wrap=True, overflow="ellipsis", max_width=36),
+            ),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+        ) as progress:
+            yield _Named(progress, names)
+
+    @contextmanager
+    def lines() -> Any:
+        reporter = _CellLines(names)
+        name = "pcnbench-cli-lines"
+        host.pm.register(reporter, name=name)
+        try:
+            yield reporter
+        finally:
+            host.pm.unregister(name=name)
+
+    @contextmanager
+    def nothing() -> Any:
+        yield None
+
+    err = _console(stderr=True)
+    if args.quiet:
+        return nothing()
+    return bars() if out.is_terminal and err.is_terminal else lines()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or with --dry-run, plan) a suite."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from pcnbench.cells import select
     from pcnbench.runner import Runner
     from pcnbench.store import Store
@@ -204,22 +467,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             markup=False,
         )
         return EXIT_OK
-    if not select(loaded.cells, args.only):
+    selected = select(loaded.cells, args.only)
+    if not selected:
         raise SuiteError(f"--only {args.only!r} matches no cell", file=loaded.file)
-    with Progress(
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=_console(stderr=True),
-        disable=args.quiet,
-    ) as progress:
+    with _progress(args, selected, host, out) as progress:
         runner.progress = progress
         summary = runner.run(only=args.only, force=args.force, mix_suites=args.mix_suites)
     store = Store(runner.output / "results.db", readonly=True)
-    _summary(store.results_frame(), set(summary.selected), _console(wide=True))
-    store.close()
+    try:
+        frame = store.results_frame()
+    finally:
+        store.close()
+    _summary(frame, set(summary.selected), _console(wide=True), _point_keys(host))
     index = runner.output / "index.html"
     reported = True
     if not summary.done and not summary.failed and index.is_file():
@@ -234,7 +493,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.print("interrupted: finished cells are stored; run the same command to continue")
         return EXIT_INTERRUPTED
     if summary.failed:
-        out.print(f"failed cells: {', '.join(summary.failed)} (see `pcnbench results`)")
+        _reasons(frame, summary.failed, _console(wide=True))
+        shown = summary.failed if len(summary.failed) <= 8 else [*summary.failed[:6], "…"]
+        count = f"; {len(summary.failed)} in all" if len(summary.failed) > 8 else ""
+        out.print(f"failed cells: {', '.join(shown)} (see `pcnbench results`{count})", markup=False)
         return EXIT_FAILED_CELLS
     return EXIT_OK if reported else EXIT_USAGE  # an incomplete report is not a success
 
@@ -346,19 +608,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     elif args.format == "markdown":
         sys.stdout.write(_markdown(frame) + "\n")
     else:
-        from rich.table import Table
-
-        table = Table(title=f"results in {args.dir} (all columns: --format csv or json)")
-        shown = ["cell_id", *(col for col, _ in SUMMARY_COLUMNS)]
-        for col in shown:
-            table.add_column(col, overflow="fold")
-        for _, row in frame.iterrows():
-            table.add_row(*(_fmt(row.get(c), c) for c in shown))
-        _console(wide=True).print(table)
-        failed = frame[frame["status"] != "done"]
-        for _, row in failed.iterrows():
-            last = (row["error"] or "").strip().splitlines()[-1:] or [""]
-            _console().print(f"{row['cell_id']} {row['status']}: {last[0]}", markup=False)
+        out = _console(wide=True)
+        columns = _table_columns(frame, _point_keys(), ids=True, errors=True)
+        title = f"results in {args.dir} (all columns: --format csv or json)"
+        _results_table(frame, title, out, columns)
+        failed = frame[frame["status"] != "done"]["cell_id"].unique().tolist()
+        if failed:
+            _reasons(frame, failed, out)
     return EXIT_OK
 
 
