@@ -329,3 +329,31 @@ def report_host(*extra: tuple[str, object], methods: bool = True) -> PluginHost:
         for module in (dense, pcn, magnitude, lottery, lowrank):
             plugins.append((module.__name__.rsplit(".", 1)[-1], module))
     return load_plugins([*plugins, *extra], entry_points=False)
+
+
+def published_references() -> list[Any]:
+    """References for the synthetic suite: two on its dataset (one with params only, one with
+    both params and MACs, both better than any result so that a frontier would take them), and
+    one on another dataset that must not appear."""
+    from pcnbench.api import Reference
+
+    return [
+        Reference(
+            "Paper ResNet-20 dense",
+            "He et al. 2016, Table 6",
+            "cifar10",
+            "resnet(depth=20)",
+            0.99,
+            params=100_000,
+        ),
+        Reference(
+            "Paper ResNet-20 PCN",
+            "https://example.org/paper (Table 2)",
+            "cifar10",
+            None,
+            0.98,
+            params=50_000,
+            macs=1_000_000,
+        ),
+        Reference("Elsewhere", "another paper", "imagenet", None, 0.761, params=25_557_032),
+    ]

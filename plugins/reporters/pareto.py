@@ -11,7 +11,7 @@ from matplotlib.ticker import FuncFormatter
 
 from pcnbench.api import ReportFigure
 
-from .points import BASELINE, ModelGroup, Point
+from .points import BASELINE, ModelGroup, Point, dataset_references
 from .stats import pareto_front
 from .style import (
     MODEL_MARKERS,
@@ -33,6 +33,14 @@ CAPTION = (
     "frontier (no other point is both cheaper and at least as accurate), whose points "
     "are labelled; faded points are dominated; stars mark the dense baselines."
 )
+REFERENCES_NOTE = (
+    " Hollow grey diamonds: published results the suite lists (references), at their reported "
+    "accuracy and size; they are not operating points of this benchmark and never enter the "
+    "frontier."
+)
+REFERENCE_COLOR = "#444444"
+# The costs a reference can be placed on: its `params` and `macs`.
+REFERENCE_COSTS = ("params", "macs")
 
 
 COSTS = [
@@ -125,11 +133,25 @@ def _pareto_skips(points: list[tuple[ModelGroup, Point]]) -> dict[str, str]:
     return skipped
 
 
+def _placed_references(groups: list[ModelGroup], key: str) -> list[tuple[float, float, str]]:
+    """(x, accuracy %, label) of each of the dataset's references that has quantity `key`."""
+    if key not in REFERENCE_COSTS:
+        return []
+    refs = dataset_references(groups).get(groups[0].dataset, ()) if groups else ()
+    out = []
+    for ref in refs:
+        x = getattr(ref, key, None)
+        if x is not None:
+            out.append((float(x), float(ref.accuracy) * 100, str(ref.label)))
+    return out
+
+
 def _pareto_figure(
     dataset: str, groups: list[ModelGroup], colors: dict[str, str], cost: tuple
 ) -> Any:
-    """Accuracy against one cost for every operating point of one dataset."""
+    """Accuracy against one cost for every operating point of one dataset (and its references)."""
     key, label, title, spread = cost
+    refs = _placed_references(groups, key)
     points = [(g, p) for g in groups for p in g.points]
     models = list(dict.fromkeys(g.model for g in groups))
     markers = {m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(models)}
@@ -210,7 +232,11 @@ def _pareto_figure(
         fx = [xs[i] for i in order] + [max(xs)]
         fy = [ys[i] for i in order] + [ys[order[-1]]]
         ax.step(fx, fy, where="post", color="#555555", lw=1.1, ls="--", zorder=2)
-    logx = log_if_wide(ax, "x", xs)
+    for x, y, _text in refs:
+        # hollow, grey, outside the frontier: a published figure beside ours, not one of ours
+        ax.plot([x], [y], marker="D", ms=8, ls="", mfc="none", mec=REFERENCE_COLOR, mew=1.4)
+    ref_xs, ref_ys = [r[0] for r in refs], [r[1] for r in refs]
+    logx = log_if_wide(ax, "x", xs + ref_xs)
     if key == "train_energy_j":
         label = _energy_axis_label([p for _, p, _ in styles])
     if key == "latency_ratio" and mixed:
@@ -222,7 +248,14 @@ def _pareto_figure(
     ax.set_title(f"{dataset}: test accuracy against {title}")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: si_tick(v)))
     kept = [i for i, y in enumerate(ys) if floor is None or y >= floor]
-    pad_limits(ax, xs, [ys[i] for i in kept], logx, xerr, [yerr[i] for i in kept])
+    pad_limits(
+        ax,
+        xs + ref_xs,
+        [ys[i] for i in kept] + ref_ys,
+        logx,
+        xerr + [(0.0, 0.0)] * len(refs),
+        [yerr[i] for i in kept] + [0.0] * len(refs),
+    )
     bottom = ax.get_ylim()[0]
     for x, y, text, color in below:
         # Far below the rest: a marker on the axis edge with its value, not a squashed axis.
@@ -257,6 +290,19 @@ def _pareto_figure(
                 label="energy estimated (hollow)",
             )
         )
+    if refs:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=REFERENCE_COLOR,
+                marker="D",
+                mfc="none",
+                ls="",
+                ms=7,
+                label="published (reference)",
+            )
+        )
     handles.append(Line2D([], [], color="#555555", ls="--", lw=1.1, label="Pareto frontier"))
     handles.append(
         Line2D([], [], color="#888888", marker="o", ls="", alpha=0.3, label="dominated (faded)")
@@ -264,7 +310,8 @@ def _pareto_figure(
     bottom_legend(fig, handles)
     # Labels go last: their placement needs the final axes box and limits.
     placed: list[Any] = []
-    obstacles = [(x, y) for x, y in zip(xs, ys, strict=True)]
+    labels += [(x, y, f"{text} (published)", REFERENCE_COLOR) for x, y, text in refs]
+    obstacles = [(x, y) for x, y in zip(xs + ref_xs, ys + ref_ys, strict=True)]
     obstacles += [(x, y + e) for x, y, e in zip(xs, ys, yerr, strict=True) if e]
     obstacles += [(x, y - e) for x, y, e in zip(xs, ys, yerr, strict=True) if e]
     for x, y, text, color in labels:
@@ -302,6 +349,8 @@ def pareto_figures(groups: list[ModelGroup], colors: dict[str, str]) -> list[Rep
                 continue
             figure = _pareto_figure(dataset, members, colors, cost)
             caption = CAPTION
+            if _placed_references(members, key):
+                caption += REFERENCES_NOTE
             if key == "train_energy_j":
                 drawn = [p for g in members for p in g.points]
                 drawn = [p for p in drawn if _point_cost(p, key).notna().all()]

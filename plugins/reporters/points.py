@@ -21,18 +21,20 @@ import pandas as pd
 from .stats import Estimate, mean_ci, paired_delta
 
 if TYPE_CHECKING:
-    from pcnbench.api import ReportData
+    from pcnbench.api import Reference, ReportData
 
 __all__ = [
     "BASELINE",
     "ModelGroup",
     "Point",
     "column",
+    "dataset_references",
     "energy_of",
     "model_groups",
     "number",
     "operating_points",
     "point_keys",
+    "references_for",
     "setting_items",
     "short_name",
 ]
@@ -197,6 +199,10 @@ class ModelGroup:
     points: list[Point] = field(default_factory=list)
     order: int = 0
     shared: dict[str, list[str]] = field(default_factory=dict)  # method → items all share
+    dataset_name: str = ""  # the dataset plugin's name, e.g. "cifar10" (what references name)
+    # published results on this group's dataset (`references:`): drawn and listed apart, never
+    # operating points, so never in a frontier, a best-value mark or a Δ
+    references: tuple[Reference, ...] = ()
 
     @property
     def title(self) -> str:
@@ -284,7 +290,9 @@ def model_groups(
         if gkey not in groups:
             dataset = short_name(str(first["dataset"]), _setting(first, "dataset"))
             model = short_name(str(first["model"]), _setting(first, "model"))
-            groups[gkey] = ModelGroup(dataset, model, order=int(first.name))
+            groups[gkey] = ModelGroup(
+                dataset, model, order=int(first.name), dataset_name=str(first["dataset"])
+            )
         tags = _tags(cell_rows, keys_of.get(method, ()))
         for tag, (index, row) in zip(tags, cell_rows.iterrows(), strict=True):
             pkey = (*gkey, method, _key(first.get("method_params")), tag)
@@ -332,8 +340,24 @@ def operating_points(data: ReportData) -> list[ModelGroup]:
         ):
             return groups
     groups = model_groups(data.results, data.phases, keys)
+    listed = list(getattr(data, "references", None) or [])
+    for group in groups:
+        group.references = references_for(listed, group.dataset_name)
     _LAST[:] = [(data, data.results, data.phases, frozen, groups)]
     return groups
+
+
+def references_for(references: Sequence[Reference], dataset: str) -> tuple[Reference, ...]:
+    """The references on `dataset` (a dataset plugin's name), in the suite's order, once each."""
+    return tuple(dict.fromkeys(r for r in references if r.dataset == dataset))
+
+
+def dataset_references(groups: Sequence[ModelGroup]) -> dict[str, tuple[Reference, ...]]:
+    """Group title's dataset (as the figures and tables name it) → its references, once each."""
+    out: dict[str, tuple[Reference, ...]] = {}
+    for group in groups:
+        out[group.dataset] = tuple(dict.fromkeys([*out.get(group.dataset, ()), *group.references]))
+    return out
 
 
 def _share_items(group: ModelGroup) -> None:

@@ -11,17 +11,20 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ._atomic import write_atomic, write_text_atomic
-from .points import BASELINE, ModelGroup, Point, operating_points
+from .points import BASELINE, ModelGroup, Point, dataset_references, operating_points
 from .stats import Estimate, best_indices, same
 
 if TYPE_CHECKING:
-    from pcnbench.api import ReportData
+    from collections.abc import Sequence
+
+    from pcnbench.api import Reference, ReportData
 
 __all__ = [
     "COLUMNS",
     "LEGEND",
     "Column",
     "ComparisonTable",
+    "ReferenceTable",
     "comparison_frame",
     "comparison_table",
     "comparison_tables",
@@ -30,6 +33,8 @@ __all__ = [
     "fmt_si",
     "fmt_times",
     "measured_speedup",
+    "reference_frame",
+    "reference_tables",
     "to_latex",
     "to_markdown",
     "write_exports",
@@ -325,6 +330,123 @@ def comparison_frame(tables: list[ComparisonTable]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+@dataclass(frozen=True)
+class ReferenceTable:
+    """One dataset's published results (`references:`), listed apart from its operating points.
+
+    They are the figures a source reports, not runs of this benchmark: never ranked, never
+    marked best, never compared by Δ.
+    """
+
+    dataset: str  # as the comparison tables name it, e.g. "cifar10(root=data)"
+    references: tuple[Reference, ...]
+
+    @property
+    def title(self) -> str:
+        """`dataset · published references`."""
+        return f"{self.dataset} · published references"
+
+    def rows(self) -> list[dict[str, str]]:
+        """Each reference as display text: label, model, accuracy (%), params, MACs, source."""
+        return [
+            {
+                "label": r.label,
+                "model": r.model or "—",
+                "accuracy": f"{r.accuracy * 100:.2f}",
+                "params": fmt_count(math.nan if r.params is None else r.params),
+                "macs": fmt_si(math.nan if r.macs is None else r.macs),
+                "source": r.source,
+            }
+            for r in self.references
+        ]
+
+
+REFERENCE_COLUMNS = (
+    ("label", "Reference", "Reference"),
+    ("model", "Model", "Model"),
+    ("accuracy", "Test acc. (%)", r"Acc.\ (\%)"),
+    ("params", "Params", "Params"),
+    ("macs", "MACs", "MACs"),
+    ("source", "Source", "Source"),
+)
+REFERENCE_NOTE = (
+    "Published figures the suite lists beside its results, as their sources report them; "
+    "not runs of this benchmark, so never ranked or marked best."
+)
+
+
+def reference_tables(groups: Sequence[ModelGroup]) -> list[ReferenceTable]:
+    """One table per dataset that has references, in the order the datasets appear."""
+    return [ReferenceTable(d, refs) for d, refs in dataset_references(groups).items() if refs]
+
+
+def reference_frame(tables: Sequence[ReferenceTable]) -> pd.DataFrame:
+    """Every reference as numbers (references.csv)."""
+    return pd.DataFrame(
+        [
+            {
+                "dataset": t.dataset,
+                "label": r.label,
+                "model": r.model or "",
+                "accuracy_pct": r.accuracy * 100,
+                "params": r.params,
+                "macs": r.macs,
+                "source": r.source,
+            }
+            for t in tables
+            for r in t.references
+        ]
+    )
+
+
+def _reference_markdown(tables: Sequence[ReferenceTable]) -> list[str]:
+    lines: list[str] = []
+    for table in tables:
+        lines += [f"## {_md_escape(table.title)}", ""]
+        lines.append("| " + " | ".join(h for _, h, _ in REFERENCE_COLUMNS) + " |")
+        lines.append(
+            "|"
+            + "|".join(
+                "--:" if k in {"accuracy", "params", "macs"} else ":--"
+                for k, _, _ in REFERENCE_COLUMNS
+            )
+            + "|"
+        )
+        for row in table.rows():
+            lines.append(
+                "| " + " | ".join(_md_escape(row[k]) for k, _, _ in REFERENCE_COLUMNS) + " |"
+            )
+        lines += ["", f"*{_md_escape(REFERENCE_NOTE)}*", ""]
+    return lines
+
+
+def _reference_latex(tables: Sequence[ReferenceTable]) -> list[str]:
+    parts: list[str] = []
+    for table in tables:
+        aligns = "".join(
+            "r" if k in {"accuracy", "params", "macs"} else "l" for k, _, _ in REFERENCE_COLUMNS
+        )
+        parts += [
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\small",
+            f"\\caption{{{_tex_escape(table.title)}: {_tex_escape(REFERENCE_NOTE)}}}",
+            f"\\label{{{_tex_label(table.title)}}}",
+            r"\begin{tabular}{" + aligns + "}",
+            r"\toprule",
+            " & ".join(t for _, _, t in REFERENCE_COLUMNS) + r" \\",
+            r"\midrule",
+        ]
+        for row in table.rows():
+            cells = [
+                _tex_number(row[k]) if k in {"accuracy", "params", "macs"} else _tex_escape(row[k])
+                for k, _, _ in REFERENCE_COLUMNS
+            ]
+            parts.append(" & ".join(cells) + r" \\")
+        parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return parts
+
+
 LEGEND = (
     "Accuracy: mean ± 95% CI over seeds (Student t; n = 1: no interval). Δ: paired by seed "
     "against dense, percentage points. Compression = dense params / params; speedup = dense "
@@ -339,7 +461,7 @@ def _md_escape(text: str) -> str:
     return html.escape(str(text), quote=False).replace("|", r"\|")
 
 
-def to_markdown(tables: list[ComparisonTable]) -> str:
+def to_markdown(tables: list[ComparisonTable], references: Sequence[ReferenceTable] = ()) -> str:
     """GitHub-flavoured Markdown: one section and pipe table per (dataset, model).
 
     Names, settings, labels and notes come from the suite and the plugins: escaped, so HTML in
@@ -365,6 +487,7 @@ def to_markdown(tables: list[ComparisonTable]) -> str:
         lines.append("")
         lines += [f"*{_md_escape(note)}*" for note in table.notes]
         lines.append("")
+    lines += _reference_markdown(references)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -403,7 +526,7 @@ def _tex_label(text: str) -> str:
     return "tab:" + "-".join(part for part in slug.split("-") if part)
 
 
-def to_latex(tables: list[ComparisonTable]) -> str:
+def to_latex(tables: list[ComparisonTable], references: Sequence[ReferenceTable] = ()) -> str:
     """LaTeX tables (booktabs; `\\usepackage{booktabs}`), one per (dataset, model).
 
     Columns empty in every row of a table (e.g. energy when unmetered) are left out and named
@@ -457,20 +580,31 @@ def to_latex(tables: list[ComparisonTable]) -> str:
             if i == 0 and table.rows[0]["method"] == BASELINE and len(table.rows) > 1:
                 parts.append(r"\midrule")
         parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    parts += _reference_latex(references)
     return "\n".join(parts)
 
 
-def write_exports(tables: list[ComparisonTable], out_dir: Path) -> list[Path]:
-    """Write comparison.csv, comparison.md and comparison.tex under `out_dir`."""
+def write_exports(
+    tables: list[ComparisonTable], out_dir: Path, references: Sequence[ReferenceTable] = ()
+) -> list[Path]:
+    """Write comparison.csv, comparison.md and comparison.tex under `out_dir` (the published
+    references in their own tables at the end, and in references.csv where there are any)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md, tex = (out_dir / f"comparison.{ext}" for ext in ("csv", "md", "tex"))
     frame = comparison_frame(tables)
     write_atomic(csv, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
-    write_text_atomic(md, to_markdown(tables))
-    write_text_atomic(tex, to_latex(tables))
-    return [csv, md, tex]
+    write_text_atomic(md, to_markdown(tables, references))
+    write_text_atomic(tex, to_latex(tables, references))
+    written = [csv, md, tex]
+    if references:
+        refs_csv = out_dir / "references.csv"
+        refs = reference_frame(references)
+        write_atomic(refs_csv, lambda tmp: refs.to_csv(tmp, index=False, float_format="%.6g"))
+        written.append(refs_csv)
+    return written
 
 
 def write_tables(data: ReportData, out_dir: Path) -> list[Path]:
     """The comparison tables of `data` as CSV, Markdown and LaTeX under `out_dir`."""
-    return write_exports(comparison_tables(operating_points(data)), out_dir)
+    groups = operating_points(data)
+    return write_exports(comparison_tables(groups), out_dir, reference_tables(groups))
