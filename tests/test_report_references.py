@@ -108,3 +108,14 @@ def test_without_references_no_reference_table_or_file(plain: Any, tmp_path: Pat
     written = write_tables(plain, tmp_path)
     assert not (tmp_path / "references.csv").exists() and len(written) == 3
     assert "published references" not in (tmp_path / "comparison.md").read_text(encoding="utf-8")
+
+
+def test_the_html_page_lists_references_in_a_table_of_their_own(plain: Any, tmp_path: Path) -> None:
+    from pcnbench_plugins.reporters.html import render_html
+
+    page = render_html(_with_refs(plain), tmp_path)
+    start = page.index('<h3 class="references">cifar10 · published references</h3>')
+    section = page[start : page.index("</table>", start)]
+    assert "Paper ResNet-20 dense" in section and "He et al. 2016, Table 6" in section
+    assert "Paper ResNet" not in page[:start]  # not among the comparison rows
+    assert 'class="references"' not in render_html(plain, tmp_path)

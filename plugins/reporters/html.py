@@ -16,7 +16,16 @@ from markupsafe import Markup
 from ._atomic import write_text_atomic
 from .points import BASELINE, operating_points
 from .summary import TOLERANCE_PP, finding, headline, sharing_sentence
-from .tables import COLUMNS, LEGEND, NOISY_MARK, ComparisonTable, comparison_tables
+from .tables import (
+    COLUMNS,
+    LEGEND,
+    NOISY_MARK,
+    REFERENCE_COLUMNS,
+    REFERENCE_NOTE,
+    ComparisonTable,
+    comparison_tables,
+    reference_tables,
+)
 from .template import TEMPLATE
 
 if TYPE_CHECKING:
@@ -291,6 +300,15 @@ def render_html(data: ReportData, out_dir: Path) -> str:
         status=status,
         total=total,
         tables=[_html_table(t) for t in tables],
+        references=[
+            {
+                "title": t.title,
+                "rows": [[row[key] for key, _, _ in REFERENCE_COLUMNS] for row in t.rows()],
+            }
+            for t in reference_tables(groups)
+        ],
+        reference_headers=[header for _, header, _ in REFERENCE_COLUMNS],
+        reference_note=REFERENCE_NOTE,
         legend=LEGEND,
         exports=exports,
         figures=figures,

@@ -136,6 +136,16 @@ Generated {{ generated }}.</p>
 {% else %}
 <p class="muted">No finished results yet.</p>
 {% endfor %}
+{% for t in references %}
+<h3 class="references">{{ t.title }}</h3>
+<p class="legend">{{ reference_note }}</p>
+<div class="scroll"><table class="references">
+<thead><tr>{% for h in reference_headers %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for r in t.rows %}<tr>{% for c in r %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</tbody>
+</table></div>
+{% endfor %}
 </section>
 
 <section id="figures">
