@@ -64,22 +64,27 @@ def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any, host: Any
         f"suite '{loaded.name}' ({loaded.file}): {len(cells):,} cells, {_epochs(cells, plans)}",
         markup=False,
     )
+    from pcnbench.labels import cell_parts, short_labels
+
+    # what tells each cell apart among these (the full label is what --only matches)
+    parts = [cell_parts(c) for c in cells]
+    short = short_labels(parts)
+    setting = short_labels(parts, seed=False)
     lines = []
     for cell in cells:
         mark = ""
         if todo_ids is not None:
             mark = "  [run]" if cell.id in todo_ids else "  [done, skip]"
-        lines.append(f"{cell.id}  {cell.label}  {_epoch_count(cell, plans)}{mark}\n")
+        lines.append(f"{cell.id}  {short[cell.id]}  {_epoch_count(cell, plans)}{mark}\n")
     # why each cell trains what it does, once per method setting (the seeds share it)
     reasons: dict[str, str] = {}
     for cell in cells:
         plan = plans[cell.id]
-        why = plan.why if plan is not None and plan.why else None
-        if why is None and plan is None:
-            why = (
-                f"at least {cell.recipe.epochs:,} (recipe.epochs; {cell.method.name} plans no more)"
-            )
-        reasons.setdefault(_method_label(cell), why or f"{plan.total:g}")
+        if plan is None:
+            why = f"at least {cell.recipe.epochs:,} (recipe.epochs; the method plans no more)"
+        else:
+            why = plan.why or _number(plan.total)
+        reasons.setdefault(setting[cell.id], why)
     if reasons:
         lines.append("epochs per cell, by method setting:\n")
         lines.extend(f"  {label}: {why}\n" for label, why in reasons.items())
@@ -103,10 +108,6 @@ def _plans(cells: list, host: Any) -> dict[str, Any]:
     return plans
 
 
-def _method_label(cell: Any) -> str:
-    return cell.label.split(" · ")[2]
-
-
 def _epoch_count(cell: Any, plans: dict[str, Any]) -> str:
     plan = plans[cell.id]
     if plan is None:
@@ -118,7 +119,49 @@ def _epochs(cells: list, plans: dict[str, Any]) -> str:
     """The epochs a list of cells trains, so that a typo like epochs: 1000000000 shows."""
     total = sum(plans[c.id].total if plans[c.id] is not None else c.recipe.epochs for c in cells)
     least = "at least " if any(plans[c.id] is None for c in cells) else ""
-    return f"{least}{_number(total)} epochs planned (before trunk sharing)"
+    return f"{least}{_number(total)} epochs planned"
+
+
+def _projection(todo: list, loaded: Any, host: Any, device: str, share: bool) -> str:
+    """The GPU-hours the cells still to run take here, from epoch times measured per grid point."""
+    from pcnbench.execution import resolve_device
+    from pcnbench.projection import grid_point, project_plan
+    from pcnbench.timing import measure_epoch_seconds
+
+    where = resolve_device(device)
+    timings: dict[Any, Any] = {}
+    for cell in todo:  # the first cell of each grid point stands for it
+        timings.setdefault(grid_point(cell), None)
+        if timings[grid_point(cell)] is None:
+            timings[grid_point(cell)] = measure_epoch_seconds(cell, host, where)
+
+    def plan(cell: Any) -> Any:
+        spe = timings[grid_point(cell)].steps_per_epoch
+        return host.methods.get(cell.method.name).plan_epochs(cell.method.params, cell.recipe, spe)
+
+    seconds = {point: t.seconds for point, t in timings.items()}
+    projection = project_plan(
+        todo, seconds, gpus=loaded.suite.resources.gpus, share=share, epochs_of=plan
+    )
+    unit = "GPU-hours" if where.startswith("cuda") else "hours"
+    lines = [projection.summary().replace("GPU-hours", f"{unit} on {where}", 1)]
+    lines.extend(
+        f"  {point}: {t.seconds:,.1f} s per epoch ({t.steps_per_epoch:,} steps × "
+        f"{1000 * t.step_s:,.1f} ms measured over {t.steps_timed} steps on random inputs)"
+        for point, t in timings.items()
+    )
+    return "\n".join(lines)
+
+
+def _on_cuda(device: str) -> bool:
+    """Whether cells would run on a CUDA GPU here (`auto` with one present, or `cuda…`)."""
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _number(value: float) -> str:
@@ -463,9 +506,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_plan(loaded, cells, todo, out, host)
         out.print(
             f"{len(todo)} to run, {len(cells) - len(todo)} already done → {runner.output}; "
-            f"{_epochs(todo, _plans(todo, host))}",
+            f"{_epochs(todo, _plans(todo, host))} (before trunk sharing)",
             markup=False,
         )
+        if todo and (args.project or _on_cuda(args.device or loaded.suite.device)):
+            text = _projection(
+                todo, loaded, host, args.device or loaded.suite.device, not args.no_share
+            )
+            out.print(text, markup=False, soft_wrap=True)
         return EXIT_OK
     selected = select(loaded.cells, args.only)
     if not selected:
@@ -553,13 +601,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List loaded plugins and what each registers."""
+    """List loaded plugins and what each registers, or describe the plugin NAME."""
     from rich.table import Table
     from rich.text import Text
 
     from pcnbench.manager import load_plugins
 
     host = load_plugins(strict=False)
+    if args.name:
+        from pcnbench.describe import describe_plugin
+
+        print(describe_plugin(host, args.name))  # PcnbenchError with suggestions if unknown
+        warning = host.failure_warning()
+        if warning:
+            print(warning, file=sys.stderr)
+        return EXIT_OK
     table = Table(title="pcnbench plugins (entry-point group 'pcnbench')")
     for header in ("plugin", "distribution", "version", "registers"):
         table.add_column(header)
@@ -699,6 +755,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     run.add_argument(
+        "--project",
+        action="store_true",
+        help="with --dry-run: measure each grid point's epoch time here and project the hours "
+        "the plan takes (done anyway on a GPU)",
+    )
+    run.add_argument(
         "--formats",
         type=_formats,
         default=("svg",),
@@ -740,7 +802,12 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("suite")
     val.set_defaults(func=cmd_validate)
 
-    plug = sub.add_parser("plugins", help="list loaded plugins and what they register")
+    plug = sub.add_parser(
+        "plugins", help="list loaded plugins and what they register; NAME: one plugin's parameters"
+    )
+    plug.add_argument(
+        "name", nargs="?", help="a method, model, dataset, ...: its kind, origin and parameters"
+    )
     plug.set_defaults(func=cmd_plugins)
 
     rep = sub.add_parser("report", help="build the HTML report, tables and figures of a run")

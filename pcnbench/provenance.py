@@ -65,15 +65,20 @@ def _mps_running() -> bool:
 
 def environment(suite_file: str | Path | None = None) -> dict[str, Any]:
     """A JSON-able description of the software and hardware a run uses."""
-    import torch
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
 
+    import torch
+
+    try:  # read, not imported: importing torchvision costs over a second
+        torchvision = version("torchvision")
+    except PackageNotFoundError:
+        torchvision = None
     env: dict[str, Any] = {
         "pcnbench": pcnbench.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": torchvision,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cuda_available": torch.cuda.is_available(),

@@ -70,7 +70,7 @@ def test_dry_run_and_validate_print_every_cell_without_training(write_suite, tmp
     suite, out = str(write_suite(GRID)), tmp_path / "out"
     assert main(["validate", suite]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].endswith("4 cells, 8 epochs planned (before trunk sharing)")
+    assert lines[0].endswith("4 cells, 8 epochs planned")
     assert sum(line.endswith(" 2 ep") for line in lines) == 4  # one line per cell
     assert run_cli(suite, "--output", str(out), "--dry-run") == 0
     text = capsys.readouterr().out
