@@ -195,8 +195,21 @@ recipe: {epochs: 20}
 """
 
 
-def write_synthetic_results(out_dir: Path) -> Path:
-    """Write `out_dir/results.db` and return `out_dir`."""
+CLAIMS_TEXT = """\
+claims:
+  - name: PCN keeps dense accuracy within 1 pp
+    subject: {method: pcn}
+    baseline: {method: dense}
+    expect: {accuracy: ">= -1pp"}
+  - name: Magnitude pruning trains in under half the time
+    subject: {method: magnitude}
+    baseline: {method: dense}
+    expect: {train_time_s: "< 0.5x"}
+"""
+
+
+def write_synthetic_results(out_dir: Path, suite_text: str = SUITE_TEXT) -> Path:
+    """Write `out_dir/results.db` (the run storing `suite_text`) and return `out_dir`."""
     store = Store(out_dir / "results.db")
     env = {
         "pcnbench": "0.1.0",
@@ -206,7 +219,7 @@ def write_synthetic_results(out_dir: Path) -> Path:
         "git_commit": "0123456789abcdef0123456789abcdef01234567",
         "git_dirty": False,
     }
-    run = store.begin_run("synth", "suites/synth.yaml", "ab" * 32, SUITE_TEXT, ["pcnbench"], env)
+    run = store.begin_run("synth", "suites/synth.yaml", "ab" * 32, suite_text, ["pcnbench"], env)
     r20 = {"depth": 20}
 
     def finish(cell: SimpleNamespace, results: list[dict], epochs: list, phases: list) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from pcnbench.report import build_report
 
-from .reportdata import report_host, write_synthetic_results
+from .reportdata import CLAIMS_TEXT, SUITE_TEXT, report_host, write_synthetic_results
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -63,7 +63,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 def test_report_renders_every_figure_in_chromium(browser, tmp_path: Path) -> None:
-    out = write_synthetic_results(tmp_path / "report")
+    out = write_synthetic_results(tmp_path / "report", SUITE_TEXT + CLAIMS_TEXT)
     build_report(out, report_host())
     manifest = json.loads((out / "figures" / "figures.json").read_text())
     drawn = [e for e in manifest if e["stem"]]
@@ -81,6 +81,20 @@ def test_report_renders_every_figure_in_chromium(browser, tmp_path: Path) -> Non
     for fig_id, width, height, marks in sizes:
         assert width > 100 and height > 100, f"{fig_id} rendered at {width}×{height}"
         assert marks > 10, f"{fig_id} has nothing drawn in it"
+
+    # the page opens with the claims table: one visible row per claim, each with its verdict
+    claims = browser.execute_script(
+        "const s = document.querySelector('section#claims');"
+        "if (!s) return null;"
+        "const top = s.getBoundingClientRect().top + window.scrollY;"
+        "const first = document.querySelector('section#tables').getBoundingClientRect().top;"
+        "return [top < first + window.scrollY, Array.from(s.querySelectorAll("
+        "'table.claims span.verdict')).map(v => [v.className, v.offsetWidth > 0])];"
+    )
+    assert claims is not None, "no claims section"
+    before_tables, verdicts = claims
+    assert before_tables and len(verdicts) >= 2
+    assert all(visible and "verdict" in css for css, visible in verdicts)
 
     errors = [e for e in browser.get_log("browser") if e["level"] in {"SEVERE", "ERROR"}]
     assert errors == []
