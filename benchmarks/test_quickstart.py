@@ -2,7 +2,8 @@
 
 The benchmark is a fresh run (empty output directory, so every cell trains); the figure beside
 it is an immediate re-run into the same directory (everything stored, nothing retrained).
-Target: fresh ≤ 15 s on 2 idle CPU cores, report included. Short mode: one round; --smoke: the cut-down quickstart.
+Target: fresh ≤ 15 s on 2 idle CPU cores, report included. Short mode: one round; --smoke:
+the cut-down quickstart.
 """
 
 from __future__ import annotations
