@@ -228,3 +228,18 @@ def test_a_family_whose_listing_fails_is_a_plugin_error_only_when_asked_for() ->
     assert "unknown model 'other'" in host.models.unknown_message("other")
     with pytest.raises(PluginError, match=r"plugin 'tiny' could not list its models 'tiny:\*'"):
         _ = "tiny:1" in host.models
+
+
+def test_the_console_script_exits_with_main_s_code_after_all_output(tmp_path: Path) -> None:
+    # validate ends the process without tearing the interpreter down: nothing may be lost
+    suite = tmp_path / "quickstart.yaml"
+    suite.write_text(QUICKSTART, encoding="utf-8")
+    command = [sys.executable, "-m", "pcnbench.cli", "validate", str(suite)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("16 cells, 344 epochs planned")
+    assert lines[-1].startswith("  lowrank rank=r0.25: 15 = ")  # the last line, flushed
+    suite.write_text(QUICKSTART.replace("at_epoch: 3, keep", "at_epoch: 30, keep"), "utf-8")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 2 and "at_epoch: must be ≤ recipe.epochs" in done.stderr
