@@ -619,8 +619,27 @@ def format_check(check: ClaimCheck) -> str:
     )
 
 
-def format_claims(claims: Sequence[ClaimResult], where: str = "") -> str:
-    """The claims as a plain-text table: verdict, name, and per operating point the numbers."""
+def format_claims(claims: Sequence[ClaimResult], where: str = "", width: int = 0) -> str:
+    """The claims as a plain-text table: verdict, name, and per operating point the numbers.
+
+    With `width`, lines longer than it wrap under their own indent (0: no wrapping).
+    """
+    text = _format_claims(claims, where)
+    if width <= 0:
+        return text
+    import textwrap
+
+    out = []
+    for line in text.split("\n"):
+        indent = " " * (len(line) - len(line.lstrip(" ")))
+        out.extend(
+            textwrap.wrap(line, width, subsequent_indent=indent + "  ", break_on_hyphens=False)
+            or [""]
+        )
+    return "\n".join(out)
+
+
+def _format_claims(claims: Sequence[ClaimResult], where: str) -> str:
     if not claims:
         return f"no claims: the suite{f' in {where}' if where else ''} declares none\n"
     counts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -725,7 +726,10 @@ def cmd_claims(args: argparse.Namespace) -> int:
     if not (output / "results.db").is_file():
         raise PcnbenchError(f"no results database at {output / 'results.db'} (run a suite first)")
     data = load_report_data(output, _plugins())
-    sys.stdout.write(format_claims(data.claims, f"{data.suite} ({output})"))
+    # wrapped to the terminal (or to COLUMNS); written to a file or a pipe, lines stay whole
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else width
+    sys.stdout.write(format_claims(data.claims, f"{data.suite} ({output})", width) + "\n")
     return exit_code(data.claims)
 
 

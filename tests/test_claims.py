@@ -447,3 +447,37 @@ def test_welch_reduces_to_the_pooled_interval_for_equal_variances_and_sizes() ->
     assert est.half_width == pytest.approx(api.t_quantile(0.975, 4) * math.sqrt(2 / 3))
     assert api.welch_delta([1.0], []) is None
     assert api.welch_delta([1.0], [2.0]).half_width is None  # type: ignore[union-attr]
+
+
+def test_claims_wrap_to_the_width_asked_for() -> None:
+    from pcnbench.api import ClaimCheck, ClaimPoint, ClaimResult
+
+    label = 'pcn(at_epoch=3,keep=f0.0625,layers={"fc": null},calibration=1000)'
+    check = ClaimCheck(
+        quantity="accuracy",
+        expect=">= -1pp",
+        op=">=",
+        value=-1.0,
+        unit="pp",
+        estimate=0.0,
+        low=0.0,
+        high=0.0,
+        n=2,
+        paired=True,
+        verdict="supported",
+    )
+    point = ClaimPoint(label, "supported", (check,), ("a" * 16,), ("b" * 16,))
+    claim = ClaimResult(
+        name="PCN keeps dense accuracy (within 1 pp) with at least 4x fewer parameters",
+        verdict="supported",
+        subject="method=pcn",
+        baseline="method=dense",
+        expect=("accuracy >= -1pp",),
+        points=(point,),
+        decided_by=label,
+    )
+    wide = format_claims([claim], "quickstart")
+    narrow = format_claims([claim], "quickstart", width=60)
+    assert max(len(line) for line in wide.splitlines()) > 60
+    assert max(len(line) for line in narrow.splitlines()) <= 60
+    assert narrow.split() == wide.split()  # the same words, only wrapped
