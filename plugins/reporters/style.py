@@ -140,7 +140,12 @@ def bottom_legend(fig: Figure, handles: list[Any], max_cols: int = 4) -> None:
             break
     assert legend is not None
     height = legend.get_window_extent(renderer).height / fig.bbox.height
-    fig.tight_layout(rect=(0, height + 0.01, 1, 1))
+    # one tight-layout pass, then room for the legend below: tight_layout with a `rect` runs
+    # its (text-measuring, slow) pass twice
+    fig.tight_layout()
+    params = fig.subplotpars
+    room = height + 0.01
+    fig.subplots_adjust(bottom=params.bottom + room * (1 - params.bottom))
 
 
 def is_wide(values: list[float]) -> bool:
