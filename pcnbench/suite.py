@@ -339,6 +339,36 @@ def check_references(loaded: LoadedSuite) -> None:
             )
 
 
+def check_duplicates(loaded: LoadedSuite) -> None:
+    """Refuse two grid points that make the same cell (the same id): one would shadow the other.
+
+    It happens when entries differ only in values equal to their defaults or in parameters
+    that only locate data (`Locator`), which cell ids leave out.
+    """
+    first: dict[str, Any] = {}
+    for cell in loaded.cells:
+        seen = first.setdefault(cell.id, cell)
+        if seen is cell:
+            continue
+        for axis, name in (("datasets", "dataset"), ("models", "model"), ("methods", "method")):
+            a, b = getattr(seen, name), getattr(cell, name)
+            if a is not b:
+                where = f"{axis}[{a.entry}]" if a.entry != b.entry else "another grid point of it"
+                raise loaded.source.error(
+                    (axis, b.entry),
+                    f"'{_point(b)}' makes the same cells as {where} ('{_point(a)}'): the two are "
+                    "identical once defaults are filled in (a value equal to its default, or "
+                    "where the data lives, does not change a cell); remove one",
+                )
+
+
+def _point(choice: Any) -> str:
+    """A grid point as the suite wrote it: `pcn(keep=f0.25)` or `pcn`."""
+    if not choice.raw:
+        return choice.name
+    return f"{choice.name}({','.join(f'{k}={v}' for k, v in choice.raw.items())})"
+
+
 def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
     """Build every (dataset, model) pair of the matrix (weights uninitialised), one forward each."""
     source = loaded.source
@@ -507,6 +537,7 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
     )
     if not loaded.cells:
         raise source.error(("exclude",), "the exclude rules remove every cell", key=True)
+    check_duplicates(loaded)
     check_claims(loaded)
     check_references(loaded)
     check_compatibility(loaded, host)

@@ -306,3 +306,34 @@ def test_missing_suite_file_is_a_clean_error(tmp_path, capsys):
     code = main(["validate", str(tmp_path / "nope.yaml")])
     assert code == 2
     assert "nope.yaml: suite file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("methods", "where", "message"),
+    [
+        (
+            "  - dense\n  - dense\n",
+            "11:5: methods[1]",
+            "'dense' makes the same cells as methods[0]",
+        ),
+        (
+            "  - pcn\n  - {name: pcn, params: {at_epoch: 5}}\n",
+            "11:5: methods[1]",
+            "'pcn(at_epoch=5)' makes the same cells as methods[0] ('pcn')",
+        ),
+        (
+            "  - {name: magnitude, params: {sparsity: [0.5, 0.5]}}\n",
+            "10:5: methods[0]",
+            "'magnitude(sparsity=0.5)' makes the same cells as another grid point of it",
+        ),
+    ],
+)
+def test_two_grid_points_that_make_the_same_cell_are_refused(
+    write_suite, capsys, methods: str, where: str, message: str
+) -> None:
+    text = BASE_SUITE.replace("  - dense\n", methods).replace("epochs: 2", "epochs: 6")
+    file = write_suite(text)
+    assert main(["validate", str(file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{file}:{where}: {message}"), err
+    assert "identical once defaults are filled in" in err
