@@ -406,8 +406,10 @@ class _CellLines:
         """A cell's task ends: nothing to print."""
 
     @hookimpl
-    def on_cell_end(self, cell: Any, status: str, results: list[dict[str, Any]]) -> None:
-        """A line for the cell that ended: status, accuracy and wall time."""
+    def on_cell_end(
+        self, cell: Any, status: str, results: list[dict[str, Any]], error: str | None
+    ) -> None:
+        """A line for the cell that ended: status, accuracy and wall time, or why it failed."""
         label = getattr(cell, "label", None)
         if label not in self.names:
             return
@@ -421,6 +423,10 @@ class _CellLines:
                 said += f" (last of {len(results)} results)"
         if began is not None:
             said += f"  {time.perf_counter() - began:.1f} s"
+        if error and status != "done":
+            from pcnbench.labels import error_reason
+
+            said += f"  {error_reason(error, status)}"
         self.write(said)
 
 

@@ -63,5 +63,9 @@ def on_epoch_end(cell: Cell, record: EpochRecord) -> None:
 
 
 @hookspec
-def on_cell_end(cell: Cell, status: str, results: list[dict[str, Any]]) -> None:
-    """Called in the driver after a cell ends (done, failed or interrupted) with its result rows."""
+def on_cell_end(cell: Cell, status: str, results: list[dict[str, Any]], error: str | None) -> None:
+    """Called in the driver after a cell ends (done, failed or interrupted) with its result rows.
+
+    `error` is why a cell did not finish (None when it is done); an implementation may leave
+    out any argument it does not use.
+    """

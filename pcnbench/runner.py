@@ -346,7 +346,9 @@ class _Driver:
                 error=f"{outcome.error} (the run stopped here; the next run retries this cell)",
                 wall_time_s=outcome.wall_time_s,
             )
-            self.runner.host.hook.on_cell_end(cell=cell, status="interrupted", results=[])
+            self.runner.host.hook.on_cell_end(
+                cell=cell, status="interrupted", results=[], error=outcome.error
+            )
             raise HaltError(outcome.error or "the machine could not go on")
         self.store.finish_cell(
             cell.id,
@@ -358,7 +360,9 @@ class _Driver:
             wall_time_s=outcome.wall_time_s,
             extra=outcome.cell_columns,
         )
-        self.runner.host.hook.on_cell_end(cell=cell, status=outcome.status, results=outcome.results)
+        self.runner.host.hook.on_cell_end(
+            cell=cell, status=outcome.status, results=outcome.results, error=outcome.error
+        )
         ok = outcome.status == "done"
         (self.summary.done if ok else self.summary.failed).append(cell_id)
         if ok:
@@ -381,7 +385,9 @@ class _Driver:
                 )
             except HaltError:
                 continue
-            self.runner.host.hook.on_cell_end(cell=cell, status="interrupted", results=[])
+            self.runner.host.hook.on_cell_end(
+                cell=cell, status="interrupted", results=[], error=reason
+            )
         self.running.clear()
 
     def close(self) -> None:

@@ -161,6 +161,12 @@ def test_a_run_whose_cells_fail_ends_with_each_reason_and_its_count(
     assert main(["results", str(out)]) == 0
     table = capsys.readouterr().out
     assert _header(table)[-1] == "error" and "disk on fire" in table
+    # off a terminal, each failed cell's own line says why (the failed cells are retried)
+    assert main(argv[:-1]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if "] failed" in line]
+    assert len(lines) == 6 and all(
+        line.endswith(("disk on fire", "out of cheese")) for line in lines
+    )
 
 
 def test_short_labels_keep_what_varies_and_stay_distinct(host):
