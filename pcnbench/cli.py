@@ -595,13 +595,19 @@ def _report(
     return True
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """Build the report from a results database."""
-    output = Path(args.dir)
+def _results_dir(given: str) -> Path:
+    """The output folder a command reads (given itself or its results.db); error if none."""
+    output = Path(given)
     if output.is_file():
         output = output.parent
     if not (output / "results.db").is_file():
         raise PcnbenchError(f"no results database at {output / 'results.db'} (run a suite first)")
+    return output
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build the report from a results database."""
+    output = _results_dir(args.dir)
     target = Path(args.output) if args.output else None
     ok = _report(output, _plugins(), _console(), target, args.formats)
     return EXIT_OK if ok else EXIT_USAGE
@@ -726,11 +732,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from pcnbench.claims import exit_code, format_claims
     from pcnbench.report import load_report_data
 
-    output = Path(args.dir)
-    if output.is_file():
-        output = output.parent
-    if not (output / "results.db").is_file():
-        raise PcnbenchError(f"no results database at {output / 'results.db'} (run a suite first)")
+    output = _results_dir(args.dir)
     data = load_report_data(output, _plugins())
     # wrapped to the terminal (or to COLUMNS); written to a file or a pipe, lines stay whole
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0

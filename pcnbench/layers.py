@@ -5,33 +5,17 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Annotated, Any
 
-from pydantic import BeforeValidator
 from torch import nn
 
 from pcnbench.errors import ParamError
+from pcnbench.patterns import Patterns
 
 __all__ = ["Patterns", "layer_names", "no_match_message", "select_layers"]
 
 LayerKinds = tuple[type[nn.Module], ...]
 CONV_LINEAR: LayerKinds = (nn.Conv2d, nn.Linear)
 _SHOWN = 24  # names listed in an error before "… (N in all)"
-
-
-def _split_patterns(value: Any) -> Any:
-    # A suite expands a list into a grid, so one list of patterns can also be "fc, blocks.0.*".
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    return value
-
-
-Patterns = Annotated[tuple[str, ...], BeforeValidator(_split_patterns)]
-"""A parameter type for layer-name glob patterns: a list, or one comma-separated string.
-
-A list in a suite expands into a grid (one cell per value), so `exclude: [fc, conv1]` is two
-cells each excluding one layer, and `exclude: "fc, conv1"` is one cell excluding both.
-"""
 
 
 def layer_names(model: nn.Module, kinds: LayerKinds = CONV_LINEAR) -> list[str]:
