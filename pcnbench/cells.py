@@ -7,7 +7,7 @@ import functools
 import hashlib
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,11 @@ class Choice:
     # each param's place in the YAML entry, e.g. {"at_epoch": ("params", "at_epoch", 1)}
     where: dict[str, tuple[Any, ...]] = field(default_factory=dict, compare=False)
 
+    @functools.cached_property
+    def label(self) -> str:
+        """The grid point as the suite wrote it, e.g. `pcn(keep=f0.25)` (worked out once)."""
+        return grid_label(self.name, self.raw)
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -122,28 +127,18 @@ class Cell:
     @functools.cached_property
     def label(self) -> str:
         """A short human-readable name, e.g. `digits · mlp(width=64) · dense · seed 0`."""
-        parts = [_short(self.dataset), _short(self.model), _short(self.method), f"seed {self.seed}"]
+        parts = [self.dataset.label, self.model.label, self.method.label, f"seed {self.seed}"]
         return " · ".join(parts)
 
 
-def _short(choice: Choice) -> str:
-    # the params as the suite wrote them: what distinguishes this grid point to its author
-    # (worked out once per grid point: a large matrix shares each among thousands of cells)
-    known = choice.__dict__.get("_short")
-    if known is None:
-        known = _shorten(choice)
-        object.__setattr__(choice, "_short", known)
-    return known
-
-
-def _shorten(choice: Choice) -> str:
-    shown = choice.raw
-    if not shown:
-        return choice.name
+def grid_label(name: str, written: Mapping[str, Any] | None) -> str:
+    """`name(key=value,...)` with the params as the suite wrote them, or `name` without any."""
+    if not written:
+        return name
     inner = ",".join(
-        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in shown.items()
+        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in written.items()
     )
-    return f"{choice.name}({inner})"
+    return f"{name}({inner})"
 
 
 def canonical(choice: Choice, *, for_id: bool = False) -> dict[str, Any]:
@@ -251,6 +246,7 @@ __all__ = [
     "cell_config",
     "cell_id",
     "expand",
+    "grid_label",
     "locator_fields",
     "select",
 ]

@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from pcnbench.cells import grid_label
 from pcnbench.contracts import ClaimCheck, ClaimPoint, ClaimResult, Reference, ReportData
 from pcnbench.errors import SuiteError
 from pcnbench.schema import ClaimSpec, Pick, ReferenceSpec, Selector, pydantic_error
@@ -300,11 +301,7 @@ def _pair_key(row: pd.Series, by_model: bool) -> tuple[str, ...]:
 
 
 def _short(name: Any, setting: Any) -> str:
-    params = _as_dict(setting)
-    if not params:
-        return str(name)
-    inner = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
-    return f"{name}({inner})"
+    return grid_label(str(name), _as_dict(setting))
 
 
 def _missing(value: Any) -> bool:

@@ -127,14 +127,18 @@ def _projection(todo: list, loaded: Any, host: Any, device: str, share: bool) ->
     """The GPU-hours the cells still to run take here, from epoch times measured per grid point."""
     from pcnbench.execution import resolve_device
     from pcnbench.projection import grid_point, project_plan
-    from pcnbench.timing import measure_epoch_seconds
+    from pcnbench.timing import measure_epoch_seconds, train_size
 
     where = resolve_device(device)
+    sizes: dict[str, int] = {}  # each dataset loaded once, for its size
     timings: dict[Any, Any] = {}
     for cell in todo:  # the first cell of each grid point stands for it
-        timings.setdefault(grid_point(cell), None)
-        if timings[grid_point(cell)] is None:
-            timings[grid_point(cell)] = measure_epoch_seconds(cell, host, where)
+        point = grid_point(cell)
+        if point not in timings:
+            if point.dataset not in sizes:
+                sizes[point.dataset] = train_size(cell, host)
+            samples = sizes[point.dataset]
+            timings[point] = measure_epoch_seconds(cell, host, where, samples=samples)
 
     def plan(cell: Any) -> Any:
         spe = timings[grid_point(cell)].steps_per_epoch
@@ -559,6 +563,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 FIGURE_FORMATS = ("svg", "pdf", "png")
 
 
+def _add_formats(parser: argparse.ArgumentParser) -> None:
+    """The --formats option of the commands that build a report."""
+    parser.add_argument(
+        "--formats",
+        type=_formats,
+        default=("svg",),
+        metavar="LIST",
+        help="figure files to write: svg (default, always), pdf, png, comma-separated "
+        "(each extra format adds seconds per figure)",
+    )
+
+
 def _formats(text: str) -> tuple[str, ...]:
     """--formats: comma-separated figure formats; SVG is always written (the page inlines it)."""
     asked = [f.strip().lower() for f in text.split(",") if f.strip()]
@@ -772,14 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --dry-run: measure each grid point's epoch time here and project the hours "
         "the plan takes (done anyway on a GPU)",
     )
-    run.add_argument(
-        "--formats",
-        type=_formats,
-        default=("svg",),
-        metavar="LIST",
-        help="figure files to write: svg (default, always), pdf, png, comma-separated "
-        "(each extra format adds seconds per figure)",
-    )
+    _add_formats(run)
     run.add_argument(
         "--jobs",
         type=int,
@@ -824,14 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="build the HTML report, tables and figures of a run")
     rep.add_argument("dir", help="a suite's output directory (or its results.db)")
-    rep.add_argument(
-        "--formats",
-        type=_formats,
-        default=("svg",),
-        metavar="LIST",
-        help="figure files to write: svg (default, always), pdf, png, comma-separated "
-        "(each extra format adds seconds per figure)",
-    )
+    _add_formats(rep)
     rep.add_argument(
         "--output",
         metavar="DIR",

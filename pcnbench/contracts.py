@@ -156,8 +156,7 @@ class EpochPlan:
     @property
     def total(self) -> float:
         """The epochs the cell trains alone (no trunk shared with another cell)."""
-        stops = self.trunk if isinstance(self.trunk, tuple) else (self.trunk,)
-        return (max(stops) if stops else 0.0) + self.own
+        return (max(self.trunk) if self.trunk else 0.0) + self.own  # a tuple: see __post_init__
 
 
 class Method:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, _short, expand, matches_rule
+from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, expand, matches_rule
 from pcnbench.claims import pairs_by_model, parse_expectation, selector_label
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.recipe import Recipe
@@ -250,7 +250,7 @@ def _pick_error(
 
 def _cell_group(cell: Cell, by_model: bool) -> str:
     """What a claim pairs cells by: the dataset (and model) grid point."""
-    parts = [_short(cell.dataset)] + ([_short(cell.model)] if by_model else [])
+    parts = [cell.dataset.label] + ([cell.model.label] if by_model else [])
     return " · ".join(parts)
 
 
@@ -310,7 +310,7 @@ def check_claims(loaded: LoadedSuite) -> None:
         baseline: dict[str, set[str]] = {}
         for cell in picked["baseline"]:
             baseline.setdefault(_cell_group(cell, by_model), set()).add(
-                f"{_short(cell.model)} · {_short(cell.method)}"
+                f"{cell.model.label} · {cell.method.label}"
             )
         if not subject & set(baseline):
             how = "dataset and model" if by_model else "dataset"
@@ -356,17 +356,10 @@ def check_duplicates(loaded: LoadedSuite) -> None:
                 where = f"{axis}[{a.entry}]" if a.entry != b.entry else "another grid point of it"
                 raise loaded.source.error(
                     (axis, b.entry),
-                    f"'{_point(b)}' makes the same cells as {where} ('{_point(a)}'): the two are "
+                    f"'{b.label}' makes the same cells as {where} ('{a.label}'): the two are "
                     "identical once defaults are filled in (a value equal to its default, or "
                     "where the data lives, does not change a cell); remove one",
                 )
-
-
-def _point(choice: Any) -> str:
-    """A grid point as the suite wrote it: `pcn(keep=f0.25)` or `pcn`."""
-    if not choice.raw:
-        return choice.name
-    return f"{choice.name}({','.join(f'{k}={v}' for k, v in choice.raw.items())})"
 
 
 def check_compatibility(loaded: LoadedSuite, host: Any) -> None:

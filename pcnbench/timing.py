@@ -21,7 +21,7 @@ from typing import Any
 from pcnbench.cells import Cell
 from pcnbench.errors import PcnbenchError
 
-__all__ = ["EpochTiming", "measure_epoch_seconds"]
+__all__ = ["EpochTiming", "measure_epoch_seconds", "train_size"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,13 @@ class EpochTiming:
     steps_timed: int
 
 
-def measure_epoch_seconds(cell: Cell, host: Any, device: str, steps: int = 10) -> EpochTiming:
-    """Time `steps` training steps of `cell`'s model on `device` (after `steps` of warm-up)."""
+def measure_epoch_seconds(
+    cell: Cell, host: Any, device: str, steps: int = 10, samples: int | None = None
+) -> EpochTiming:
+    """Time `steps` training steps of `cell`'s model on `device` (after `steps` of warm-up).
+
+    `samples` is the dataset's training size (`train_size`), loaded here when not given.
+    """
     import torch
 
     from pcnbench.contracts import TensorSplits
@@ -44,10 +49,10 @@ def measure_epoch_seconds(cell: Cell, host: Any, device: str, steps: int = 10) -
 
     dataset = host.datasets.get(cell.dataset.name)
     info = dataset.info(cell.dataset.params)
-    train_size = _train_size(dataset, cell)
+    samples = train_size(cell, host) if samples is None else samples
     recipe = cell.recipe
     steps_per_epoch = math.ceil(
-        (train_size - round(train_size * recipe.validation_split)) / recipe.batch_size
+        (samples - round(samples * recipe.validation_split)) / recipe.batch_size
     )
     model = host.models.get(cell.model.name).build(cell.model.params, info)
     # two "epochs" of random data, `steps` full batches each: the first warms up, the second is
@@ -76,10 +81,10 @@ def measure_epoch_seconds(cell: Cell, host: Any, device: str, steps: int = 10) -
     return EpochTiming(step_s * steps_per_epoch, step_s, steps_per_epoch, steps)
 
 
-def _train_size(dataset: Any, cell: Cell) -> int:
+def train_size(cell: Cell, host: Any) -> int:
     """The training samples of the cell's dataset (loaded: the plugins do not say otherwise)."""
     try:
-        data = dataset.load(cell.dataset.params)
+        data = host.datasets.get(cell.dataset.name).load(cell.dataset.params)
     except PcnbenchError as exc:
         raise PcnbenchError(
             f"cannot project the run's time: dataset '{cell.dataset.name}' is needed for its "
