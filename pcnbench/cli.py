@@ -159,14 +159,13 @@ def _projection(todo: list, loaded: Any, host: Any, device: str, share: bool) ->
 
 
 def _on_cuda(device: str) -> bool:
-    """Whether cells would run on a CUDA GPU here (`auto` with one present, or `cuda…`)."""
-    if device.startswith("cuda"):
-        return True
-    if device != "auto":
-        return False
-    import torch
+    """Whether cells would run on a CUDA GPU here (planning for an absent one: no)."""
+    from pcnbench.execution import resolve_device
 
-    return torch.cuda.is_available()
+    try:
+        return resolve_device(device).startswith("cuda")
+    except PcnbenchError:  # e.g. a suite for a GPU machine, planned on a laptop
+        return False
 
 
 def _number(value: float) -> str:

@@ -163,3 +163,20 @@ def test_dry_run_projects_the_plan_from_epoch_times_measured_here(write_suite, t
     point = "synthetic(n_test=32,n_train=64) · mlp(depth=1,width=8)"
     assert f"  {point}: " in text and "4 steps × " in text  # 64 samples / batch 16
     assert not out.exists()  # a dry run writes nothing
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda_available(), reason="plans a GPU suite where there is no GPU")
+def test_a_dry_run_of_a_gpu_suite_plans_on_a_machine_without_one(write_suite, tmp_path, capsys):
+    from pcnbench.cli import main
+    from tests.conftest import BASE_SUITE
+
+    suite = write_suite(BASE_SUITE + "device: cuda\n")
+    assert main(["run", str(suite), "--dry-run", "--output", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    assert "1 to run, 0 already done" in text and "projected" not in text
