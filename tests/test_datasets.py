@@ -6,6 +6,8 @@ import math
 import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from urllib.error import URLError
 
@@ -19,11 +21,12 @@ from pcnbench.api import (
     DatasetPlugin,
     FolderSplits,
     ParamError,
+    PcnbenchError,
     TensorSplits,
 )
 from pcnbench.cells import Choice, canonical, locator_fields
 from pcnbench_plugins.datasets import register_datasets
-from pcnbench_plugins.datasets.digits import Digits
+from pcnbench_plugins.datasets.digits import Digits, read_digits, stratified_split
 from pcnbench_plugins.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD, Imagenet
 from pcnbench_plugins.datasets.synthetic import Synthetic
 from pcnbench_plugins.datasets.torchvision_sets import Cifar10, FashionMnist, Mnist
@@ -144,6 +147,49 @@ def test_digits_split_is_deterministic_in_split_seed() -> None:
     other = Digits().load(Digits.Params(split_seed=4))
     assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
     assert not torch.equal(first.x_train, other.x_train)
+
+
+@pytest.mark.parametrize("test_fraction", [0.2, 0.013, 0.05, 0.33, 0.5, 0.77, 0.9])
+def test_digits_split_and_samples_are_sklearns(test_fraction: float) -> None:
+    """Same samples, labels and split as `load_digits` + `train_test_split(stratify=y)`."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    reference = load_digits()
+    images, labels = read_digits()
+    assert np.array_equal(images, reference.images)
+    assert np.array_equal(labels, reference.target)
+    for seed in range(12):
+        ours = stratified_split(labels, test_fraction, seed)
+        theirs = train_test_split(
+            np.arange(len(labels)),
+            test_size=test_fraction,
+            random_state=seed,
+            stratify=reference.target,
+        )
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_digits_load_leaves_sklearn_unimported() -> None:
+    """Importing scikit-learn costs about a second (SciPy); reading its file does not."""
+    probe = (
+        "import sys\n"
+        "from pcnbench_plugins.datasets.digits import read_digits, stratified_split\n"
+        "images, labels = read_digits()\n"
+        "train, test = stratified_split(labels, 0.2, 0)\n"
+        "assert len(train) + len(test) == 1797\n"
+        "print(any(m.split('.')[0] in ('sklearn', 'scipy') for m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_digits_split_too_small_for_the_classes_names_the_sizes() -> None:
+    with pytest.raises(PcnbenchError, match=r"fewer samples than the 10 classes \(1795 training"):
+        Digits().load(Digits.Params(test_fraction=0.001))
 
 
 # synthetic ------------------------------------------------------------------------------------
