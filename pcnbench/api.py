@@ -32,7 +32,7 @@ from pcnbench.contracts import (
     TensorSplits,
 )
 from pcnbench.errors import DatasetMissingError, HaltError, ParamError, PcnbenchError
-from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig
+from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig, cpu_processes, usable_cores
 from pcnbench.manager import Family, load_plugins
 from pcnbench.patterns import Patterns
 from pcnbench.protocols import Session, Snapshot
@@ -130,6 +130,7 @@ __all__ = [
     "StepSpec",
     "TensorSplits",
     "WorkerConfig",
+    "cpu_processes",
     "derive_seed",
     "exclude_from_weight_decay",
     "layer_names",
@@ -146,6 +147,7 @@ __all__ = [
     "set_mask",
     "student_t_cdf",
     "t_quantile",
+    "usable_cores",
     "welch_delta",
 ]
 

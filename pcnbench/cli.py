@@ -491,10 +491,23 @@ def _progress(args: argparse.Namespace, cells: list, host: Any, out: Any) -> Any
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or with --dry-run, plan) a suite."""
     from pcnbench.cells import select
+    from pcnbench.suite import load_suite
+
+    host = _plugins()
+
+    def warm(suite: Any) -> None:
+        # the run's settings are known: the executor starts what it needs (the local one, its
+        # worker server) while the suite's grid is validated
+        name = args.executor or suite.executor.name
+        if name in host.executors:
+            jobs = args.jobs if args.jobs is not None else suite.executor.jobs
+            host.executors.get(name).warm(jobs, args.device or suite.device)
+
+    loaded = load_suite(args.suite, host, parsed=None if args.dry_run else warm)
+    # imported once the executor is warming up: these bring in torch and pandas
     from pcnbench.runner import Runner
     from pcnbench.store import Store
 
-    loaded, host = _load(args.suite)
     out = _console()
     runner = Runner(
         loaded,
@@ -560,6 +573,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 FIGURE_FORMATS = ("svg", "pdf", "png")
+
+
+def _jobs(text: str) -> int | str:
+    """--jobs: a whole number ≥ 1, or "auto"."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1 or 'auto' (got {text!r})")
+    return value
 
 
 def _add_formats(parser: argparse.ArgumentParser) -> None:
@@ -790,9 +816,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_formats(run)
     run.add_argument(
         "--jobs",
-        type=int,
+        type=_jobs,
         metavar="N",
-        help="local executor: run cells in N worker processes (default: the suite's executor.jobs)",
+        help="local executor: run cells in N worker processes, or 'auto': one per core and"
+        " trunk group (default: the suite's executor.jobs)",
     )
     run.add_argument(
         "--executor",

@@ -429,6 +429,15 @@ class Executor:
     def check(self, job: Job) -> None:
         """Raise PcnbenchError if this executor cannot run `job` here (say what to install)."""
 
+    def warm(self, jobs: int | str | None, device: str) -> None:
+        """Start early what running cells will need; optional (the default does nothing).
+
+        Called once by `pcnbench run` as soon as the suite is read, while the driver still
+        validates it: `jobs` and `device` are the run's settings (the suite's, or the command
+        line's). The local executor starts its worker server here. Do nothing that is not
+        undone by the driver exiting; `run` must work whether or not this was called.
+        """
+
     def run(self, job: Job, events: ExecutorEvents) -> None:
         """Run every cell of `job.cells` and report each through `events`."""
         raise NotImplementedError

@@ -10,7 +10,7 @@ from typing import Any
 
 from pcnbench.cells import Cell
 
-__all__ = ["CellQueue", "Job", "Outcome", "WorkerConfig", "usable_cores"]
+__all__ = ["CellQueue", "Job", "Outcome", "WorkerConfig", "cpu_processes", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -76,8 +76,9 @@ class Job:
     config: WorkerConfig
     cells: dict[str, Cell]  # the cells to run, by id, in suite order
     # how many cells at once (the local executor's worker processes); None: the executor
-    # decides (local: one on the CPU, every GPU slot `gpus` allows on CUDA)
-    jobs: int | None = None
+    # decides (local: one on the CPU, every GPU slot `gpus` allows on CUDA); "auto": as many
+    # as run well here (local: `cpu_processes` on the CPU, every GPU slot on CUDA)
+    jobs: int | str | None = None
     address: str | None = None  # a cluster to join (executors that have one)
     options: dict[str, Any] = field(default_factory=dict)  # the suite's executor.options
     cpus: float = 1.0  # per cell
@@ -85,6 +86,27 @@ class Job:
     # cell id → its dense-trunk group: cells of a group share a trunk, so they do best one
     # after another where one can reuse what the other cached (empty: sharing is off)
     groups: dict[str, str] = field(default_factory=dict)
+
+    def lanes(self) -> int:
+        """How many groups of cells can run apart: a trunk group is one, a lone cell is one."""
+        return len({self.groups.get(cell_id, cell_id) for cell_id in self.cells})
+
+
+def cpu_processes(jobs: int | str | None, cells: int, lanes: int, cores: int | None = None) -> int:
+    """How many processes run cells at once on the CPU (1: the driver alone).
+
+    `jobs` when it is a number; "auto": one per usable core (`cores`), but no more than the
+    `lanes` (groups of cells that can run apart: the cells of a trunk group run one after
+    another, so a second worker on one group would wait or train its trunk again); None: 1.
+    Never more than the cells.
+    """
+    if jobs == "auto":
+        wanted = min(usable_cores() if cores is None else cores, max(1, lanes))
+    elif isinstance(jobs, int):
+        wanted = jobs
+    else:
+        wanted = 1
+    return max(1, min(wanted, cells))
 
 
 class CellQueue:

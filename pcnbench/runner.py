@@ -17,7 +17,7 @@ from typing import Any
 from pcnbench import execution
 from pcnbench.cells import Cell, select
 from pcnbench.errors import HaltError, PcnbenchError
-from pcnbench.jobs import Job, Outcome, WorkerConfig, usable_cores
+from pcnbench.jobs import Job, Outcome, WorkerConfig, cpu_processes, usable_cores
 from pcnbench.lock import OutputLock
 from pcnbench.manager import PluginHost
 from pcnbench.output import check_output
@@ -87,9 +87,45 @@ class MachineLoad:
         }
 
 
+def _task_files(pid: int, name: str) -> list[str]:
+    """The text of /proc/PID/task/*/NAME for each thread of `pid` still there to read."""
+    texts = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return texts
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/{name}", encoding="ascii") as f:
+                texts.append(f.read())
+        except OSError:
+            continue
+    return texts
+
+
+def own_running_tasks() -> int:
+    """Tasks (threads) of this process's descendants running now, read from Linux's /proc.
+
+    A run's own helpers, such as the local executor's worker server importing torch while
+    the suite is validated, are no load beside the run. 0 where /proc has no such record.
+    """
+    found: list[int] = []
+    todo = [os.getpid()]
+    while todo:
+        children = [int(c) for text in _task_files(todo.pop(), "children") for c in text.split()]
+        found.extend(children)
+        todo.extend(children)
+    # a task's state follows its command name, which is in parentheses
+    states = [
+        text.rsplit(")", 1)[-1].split()[:1] for pid in found for text in _task_files(pid, "stat")
+    ]
+    return sum(state == ["R"] for state in states)
+
+
 def _running_now(samples: int = 9, interval_s: float = 0.01) -> int | None:
-    """Tasks running on the machine besides the caller: the median of a few reads of Linux's
-    procs_running (the load average trails by a minute); None where there is none."""
+    """Tasks running on the machine besides the caller and its own descendants: the median of
+    a few reads of Linux's procs_running (the load average trails by a minute); None where
+    there is none."""
     counts = []
     for i in range(samples):
         try:
@@ -99,7 +135,8 @@ def _running_now(samples: int = 9, interval_s: float = 0.01) -> int | None:
             return None
         if line is None:
             return None
-        counts.append(max(0, int(line.split()[1]) - 1))  # less the caller, reading it
+        # less the caller, reading it, and its own helpers
+        counts.append(max(0, int(line.split()[1]) - 1 - own_running_tasks()))
         if i + 1 < samples:
             time.sleep(interval_s)
     return sorted(counts)[len(counts) // 2]
@@ -141,14 +178,14 @@ class Runner:
         argv: list[str] | None = None,
         metering: bool | None = None,
         share: bool = True,
-        jobs: int | None = None,
+        jobs: int | str | None = None,
         executor: str | None = None,
         address: str | None = None,
         threads: int | None = None,
         warn: Callable[[str], None] | None = None,
     ) -> None:
-        if jobs is not None and jobs < 1:
-            raise PcnbenchError(f"--jobs must be ≥ 1 (got {jobs})")
+        if jobs is not None and jobs != "auto" and (not isinstance(jobs, int) or jobs < 1):
+            raise PcnbenchError(f"--jobs must be ≥ 1 or 'auto' (got {jobs})")
         if threads is not None and threads < 1:
             raise PcnbenchError(f"--threads must be ≥ 1 (got {threads})")
         self.loaded = loaded
@@ -210,9 +247,8 @@ class Runner:
 
     def machine_load(self, job: Job) -> MachineLoad:
         """The machine's load as `job` starts, against the threads its cells will use here."""
-        processes = (
-            max(1, min(job.jobs or 1, len(job.cells))) if self.executor_name == "local" else 1
-        )
+        local = self.executor_name == "local"
+        processes = cpu_processes(job.jobs, len(job.cells), job.lanes()) if local else 1
         return machine_load(job.config.threads_for(processes), processes)
 
     def job(self, todo: list[Cell]) -> Job:

@@ -50,7 +50,9 @@ class ExecutorSpec(_Strict):
     """Where cells run: an executor plugin by name (`executor: ray` for short), its options."""
 
     name: str = Field(default="local", min_length=1)
-    jobs: int | None = Field(default=None, ge=1)  # local: worker processes (None: it decides)
+    # local: worker processes; "auto": one per core, at most one per trunk group (None: it
+    # decides)
+    jobs: int | Literal["auto"] | None = None
     address: str | None = None  # ray: an existing cluster ("auto", "ray://host:10001", ...)
     options: dict[str, Any] = Field(default_factory=dict)  # the executor's own settings
 
@@ -58,6 +60,17 @@ class ExecutorSpec(_Strict):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _jobs(cls, value: Any) -> Any:
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f'must be a whole number of worker processes ≥ 1, or "auto" (got {value!r})'
+            )
+        return value
 
 
 class Resources(_Strict):

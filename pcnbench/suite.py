@@ -488,8 +488,18 @@ def _plugin_failed(registry: Any, name: str, call: str, exc: Exception) -> str:
     )
 
 
-def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> LoadedSuite:
-    """Load, validate and resolve a suite file against the loaded plugins (a PluginHost)."""
+def load_suite(
+    path: str | Path,
+    host: Any,
+    *,
+    text: str | None = None,
+    parsed: Callable[[Suite], None] | None = None,
+) -> LoadedSuite:
+    """Load, validate and resolve a suite file against the loaded plugins (a PluginHost).
+
+    `parsed`, when given, is called with the suite's settings as soon as the file is read and
+    its shape checked, before the plugins validate its grid (which builds each model).
+    """
     if text is None:
         source = load_source(path)
         raw_text = source.text
@@ -498,6 +508,8 @@ def load_suite(path: str | Path, host: Any, *, text: str | None = None) -> Loade
         raw_text = text
     suite = parse_suite(source)
     check_size(suite, source)
+    if parsed is not None:
+        parsed(suite)
     resolved = {
         axis: resolve_axis(
             axis,

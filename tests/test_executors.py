@@ -348,8 +348,12 @@ def test_sigkill_of_a_worker_fails_its_cell_and_the_next_run_resumes_it(write_su
     workers = []
     while time.monotonic() < deadline and driver.poll() is None and not workers:
         if list(out.glob("checkpoints/*/op_2.pt")) and "done" in statuses(out).values():
-            children = psutil.Process(driver.pid).children()
-            workers = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+            # forked by the worker server (the driver's child), or spawned by the driver
+            workers = [
+                p
+                for p in psutil.Process(driver.pid).children(recursive=True)
+                if p.ppid() != driver.pid or "spawn_main" in " ".join(p.cmdline())
+            ]
         time.sleep(0.02)
     assert workers, "no worker to kill: " + (driver.stderr.read() if driver.poll() else "")
     for worker in workers:
@@ -362,3 +366,94 @@ def test_sigkill_of_a_worker_fails_its_cell_and_the_next_run_resumes_it(write_su
     pd.testing.assert_frame_equal(stored(out), stored(whole))
     with sqlite3.connect(out / "results.db") as db:
         assert 1 in {r for (r,) in db.execute("SELECT resumed FROM results")}
+
+
+def test_jobs_auto_is_a_worker_per_core_and_per_trunk_group_on_the_cpu():
+    from pcnbench_plugins.executors.local import pool_size
+
+    assert pool_size("auto", cells=16, devices=0, lanes=2, cores=8) == 2  # two trunk groups
+    assert pool_size("auto", cells=16, devices=0, lanes=5, cores=2) == 2  # two cores
+    assert pool_size("auto", cells=16, devices=0, lanes=1, cores=8) == 1  # the driver alone
+    assert pool_size("auto", cells=3, devices=0, lanes=9, cores=8) == 3  # never past the cells
+    assert pool_size(None, cells=16, devices=0, lanes=2, cores=8) == 1
+    assert pool_size(4, cells=16, devices=0, lanes=2, cores=8) == 4  # a number is taken as is
+    assert pool_size("auto", cells=100, devices=2, per_gpu=4, lanes=1) == 8  # GPU slots
+
+
+def test_jobs_auto_validates_in_the_suite_and_on_the_command_line(
+    host, write_suite, tmp_path, capsys
+):
+    from pcnbench.cli import main
+
+    for bad in ("0", "many", "true", "[2]"):
+        path = write_suite(BASE_SUITE + f"executor: {{name: local, jobs: {bad}}}\n")
+        with pytest.raises(SuiteError) as err:
+            load_suite(path, host)
+        assert f"{path}:" in str(err.value)
+        assert 'executor.jobs: must be a whole number of worker processes ≥ 1, or "auto"' in (
+            str(err.value)
+        )
+    path = write_suite(BASE_SUITE + "executor: {name: local, jobs: auto}\n")
+    assert load_suite(path, host).suite.executor.jobs == "auto"
+    with pytest.raises(SystemExit):
+        main(["run", str(path), "--jobs", "0"])
+    assert "--jobs: must be a whole number ≥ 1 or 'auto' (got '0')" in capsys.readouterr().err
+
+
+def test_run_warms_the_executor_with_the_runs_settings_before_building_models(
+    write_suite, tmp_path, monkeypatch
+):
+    """`pcnbench run` lets the executor start its workers while the grid is validated."""
+    import pcnbench.suite
+    from pcnbench.cli import main
+    from pcnbench_plugins.executors.local import LocalExecutor
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(
+        LocalExecutor, "warm", lambda self, jobs, device: calls.append(("warm", jobs, device))
+    )
+    checked = pcnbench.suite.check_compatibility
+
+    def check(loaded, host):
+        calls.append(("models",))
+        return checked(loaded, host)
+
+    monkeypatch.setattr(pcnbench.suite, "check_compatibility", check)
+    path = write_suite(BASE_SUITE + "executor: {name: local, jobs: 3}\n")
+    out = tmp_path / "out"
+    assert (
+        main(["run", str(path), "--output", str(out), "--quiet", "--no-report", "--jobs", "1"]) == 0
+    )
+    assert calls[:2] == [("warm", 1, "auto"), ("models",)]  # the command line's --jobs wins
+    calls.clear()
+    assert main(["run", str(path), "--output", str(out), "--dry-run"]) == 0
+    assert calls == [("models",)]  # a dry run starts nothing
+
+
+def test_workers_start_from_a_preloaded_server_where_the_platform_has_one():
+    import multiprocessing
+
+    from pcnbench_plugins.executors.local import PRELOAD, worker_context
+
+    context = worker_context()
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        assert context.get_start_method() == "forkserver"
+        assert "pcnbench.execution" in PRELOAD  # torch and the cell path, imported once
+    else:
+        assert context.get_start_method() == "spawn"
+
+
+def test_the_machine_load_leaves_out_the_runs_own_helper_processes():
+    """A worker server importing torch as the run starts is not load beside the run."""
+    from pcnbench.runner import own_running_tasks
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while own_running_tasks() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert own_running_tasks() >= 1
+    finally:
+        busy.kill()
+        busy.wait()
+    assert own_running_tasks() == 0

@@ -1,8 +1,13 @@
-"""The `local` executor: cells in the driver's process, or in N spawned worker processes.
+"""The `local` executor: cells in the driver's process, or in N worker processes.
 
 A worker that dies fails only the cell it was running; a fresh worker takes the next cell.
 With GPUs each worker is pinned to one GPU, and a suite's `resources: {gpus: 0.25}` packs
 up to 4 workers onto each GPU (`cells_per_gpu`, `pool_size`, `assign_gpu`).
+
+Workers are forked from a server process that has imported torch and pcnbench once
+(multiprocessing's forkserver, started by `warm` while the driver validates the suite), so a
+worker is ready in milliseconds instead of the seconds a fresh interpreter needs; where the
+platform has no forkserver they are spawned.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from pcnbench.api import (
     Outcome,
     PcnbenchError,
     WorkerConfig,
+    cpu_processes,
     prepare_process,
     resolve_device,
     run_cell,
+    usable_cores,
 )
 
 __all__ = ["LocalExecutor", "LocalPool", "assign_gpu", "cells_per_gpu", "pool_size"]
@@ -44,19 +51,26 @@ def cells_per_gpu(gpus: float | None) -> int:
     return max(1, int(1 / gpus + 1e-9))
 
 
-def pool_size(jobs: int | None, cells: int, devices: int, per_gpu: int = 1) -> int:
+def pool_size(
+    jobs: int | str | None,
+    cells: int,
+    devices: int,
+    per_gpu: int = 1,
+    lanes: int | None = None,
+    cores: int | None = None,
+) -> int:
     """How many cells run at once: worker processes, or 1 for the driver alone.
 
-    On `devices` GPUs there are `devices × per_gpu` slots: `jobs` None (not given) fills them,
-    an explicit `jobs` is capped by them. On the CPU (`devices` 0) `jobs`, else 1. Never more
-    than the cells.
+    On `devices` GPUs there are `devices × per_gpu` slots: `jobs` None or "auto" fills them,
+    a number is capped by them. On the CPU (`devices` 0) `cpu_processes` decides: `jobs`, or
+    with "auto" a worker per core (`cores`, default the usable ones) and per lane (groups of
+    cells that can run apart, default every cell), else 1. Never more than the cells.
     """
     if devices > 0:
         slots = devices * max(1, per_gpu)
-        wanted = slots if jobs is None else min(jobs, slots)
-    else:
-        wanted = jobs if jobs is not None else 1
-    return max(1, min(wanted, cells))
+        wanted = slots if jobs is None or jobs == "auto" else min(int(jobs), slots)
+        return max(1, min(wanted, cells))
+    return cpu_processes(jobs, cells, cells if lanes is None else lanes, cores)
 
 
 def assign_gpu(busy: Sequence[int | None], devices: int, per_gpu: int = 1) -> int | None:
@@ -80,6 +94,27 @@ def _visible_gpus() -> list[str] | None:
     if value is None:
         return None
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# What the worker server imports before it forks any worker: the cell path (torch included),
+# and torch's compiler front end, which torch's optimizers import on first use (about 1 s).
+PRELOAD = ("pcnbench.execution", "pcnbench_plugins.executors.local", "torch._dynamo")
+
+
+def worker_context() -> Any:
+    """The multiprocessing context workers start from: the preloaded forkserver, else spawn.
+
+    A forkserver is a fresh interpreter (it never ran a torch kernel or touched CUDA), so what
+    it forks is as clean as a spawned process; each worker still receives the driver's
+    sys.path and working directory, and sets its own device, threads and seeds.
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))  # no effect once the server runs
+    return context
 
 
 class LocalExecutor(Executor):
@@ -106,6 +141,19 @@ class LocalExecutor(Executor):
                 " run several cells on each GPU at once"
             )
 
+    def warm(self, jobs: int | str | None, device: str) -> None:
+        """Start the worker server now when the run asks for worker processes (`jobs` > 1, or
+        "auto" where there is more than one core or a GPU may be used)."""
+        if jobs is None or jobs == 1:
+            return
+        if jobs == "auto" and device == "cpu" and usable_cores() < 2:
+            return
+        context = worker_context()
+        if context.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+
     def run(self, job: Job, events: ExecutorEvents) -> None:
         """Run the cells in this process (one at a time) or a pool of worker processes."""
         import torch
@@ -121,7 +169,7 @@ class LocalExecutor(Executor):
             else:
                 gpus = list(range(torch.cuda.device_count()))
         per_gpu = cells_per_gpu(job.gpus) if gpus else 1
-        workers = pool_size(job.jobs, len(job.cells), len(gpus), per_gpu)
+        workers = pool_size(job.jobs, len(job.cells), len(gpus), per_gpu, job.lanes())
         if workers > 1:
             visible = _visible_gpus()
             ids = [visible[i] if visible and i < len(visible) else str(i) for i in gpus]
@@ -176,7 +224,7 @@ class _Worker:
 
 
 class LocalPool:
-    """N spawned worker processes fed one cell at a time; a worker that dies fails its cell.
+    """N worker processes fed one cell at a time; a worker that dies fails its cell.
 
     With GPUs each worker sees one through CUDA_VISIBLE_DEVICES, at most `per_gpu` workers
     per GPU, the least-loaded GPU first (`assign_gpu`): a worker that replaces a dead one
@@ -192,15 +240,13 @@ class LocalPool:
         per_gpu: int = 1,
         gpu_ids: Sequence[str] | None = None,
     ) -> None:
-        import multiprocessing
-
         self.config = config
         self.gpus = gpus
         self.per_gpu = max(1, per_gpu)
         # what each GPU index is in CUDA_VISIBLE_DEVICES (the driver's own list, where set)
         self.gpu_ids = list(gpu_ids) if gpu_ids is not None else [str(i) for i in range(gpus)]
         self.jobs = min(jobs, gpus * self.per_gpu) if gpus else jobs
-        self._context = multiprocessing.get_context("spawn")
+        self._context = worker_context()
         self._workers: list[_Worker] = []
         self._retired: list[_Worker] = []  # told to exit; not waited for
         self._spawned = 0
