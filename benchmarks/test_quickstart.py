@@ -19,7 +19,7 @@ TARGET_S = 15.0  # report included, 2 idle cores
 
 
 def test_quickstart_wall(benchmark, figures, scale, tmp_path: Path):
-    """Fresh and re-run wall seconds of the quickstart (target fresh ≤ 60 s)."""
+    """Fresh and re-run wall seconds of the quickstart (target fresh ≤ 15 s)."""
     rounds = scale.pick(smoke=1, short=1, full=3)
     suite = scale.pick(
         smoke=short_quickstart(tmp_path / "short.yaml"),
