@@ -457,3 +457,24 @@ def test_the_machine_load_leaves_out_the_runs_own_helper_processes():
         busy.kill()
         busy.wait()
     assert own_running_tasks() == 0
+
+
+def test_the_worker_servers_preload_leaves_cuda_untouched():
+    """CUDA cannot be used in a process forked after it was initialised, and reads
+    CUDA_VISIBLE_DEVICES (set per worker) only then: the server must never start it."""
+    probe = (
+        "import torch\n"
+        "calls = []\n"
+        "count = torch._C._cuda_getDeviceCount\n"
+        "torch._C._cuda_getDeviceCount = lambda *a: calls.append(1) or count(*a)\n"
+        "from pcnbench_plugins.executors.local import PRELOAD\n"
+        "import importlib\n"
+        "for name in PRELOAD:\n"
+        "    importlib.import_module(name)\n"
+        "print(len(calls), torch.cuda.is_initialized())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "False"]
