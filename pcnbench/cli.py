@@ -499,9 +499,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         # the run's settings are known: the executor starts what it needs (the local one, its
         # worker server) while the suite's grid is validated
         name = args.executor or suite.executor.name
-        if name in host.executors:
-            jobs = args.jobs if args.jobs is not None else suite.executor.jobs
+        if name not in host.executors:
+            return  # validation names it
+        jobs = args.jobs if args.jobs is not None else suite.executor.jobs
+        try:
             host.executors.get(name).warm(jobs, args.device or suite.device)
+        except Exception as exc:  # an optional head start: the run goes on without it
+            print(
+                f"warning: executor '{name}' (plugin '{host.executors.plugin_of(name)}'):"
+                f" warm() failed ({type(exc).__name__}: {exc}); the run goes on without its"
+                " early start",
+                file=sys.stderr,
+            )
 
     loaded = load_suite(args.suite, host, parsed=None if args.dry_run else warm)
     # imported once the executor is warming up: these bring in torch and pandas

@@ -478,3 +478,24 @@ def test_the_worker_servers_preload_leaves_cuda_untouched():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "False"]
+
+
+def test_an_executor_whose_warm_fails_warns_and_the_run_goes_on(
+    write_suite, tmp_path, monkeypatch, capsys
+):
+    from pcnbench.cli import main
+    from pcnbench_plugins.executors.local import LocalExecutor
+
+    def fail(self, jobs, device):
+        raise OSError("no room for a server")
+
+    monkeypatch.setattr(LocalExecutor, "warm", fail)
+    path = write_suite(BASE_SUITE)
+    assert (
+        main(["run", str(path), "--output", str(tmp_path / "out"), "--quiet", "--no-report"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert (
+        "warning: executor 'local' (plugin 'executors'): warm() failed (OSError: no room for a"
+        " server); the run goes on without its early start"
+    ) in err
