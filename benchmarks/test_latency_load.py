@@ -75,7 +75,7 @@ def test_latency_under_load(benchmark, figures, scale, tmp_path: Path):
     finally:
         stop_loops()
     idle, loaded = results(tmp_path / "idle"), results(tmp_path / "loaded")
-    both = idle.join(loaded, lsuffix="_idle", rsuffix="_loaded")
+    both = idle.add_suffix("_idle").join(loaded.add_suffix("_loaded"))
     masked = both[both["method_idle"].isin(MASKED)]
     values = pd.concat([masked["latency_ratio_idle"], masked["latency_ratio_loaded"]])
     low, high = MASKED_RANGE
