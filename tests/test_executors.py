@@ -499,3 +499,27 @@ def test_an_executor_whose_warm_fails_warns_and_the_run_goes_on(
         "warning: executor 'local' (plugin 'executors'): warm() failed (OSError: no room for a"
         " server); the run goes on without its early start"
     ) in err
+
+
+def test_a_worker_server_that_cannot_start_falls_back_to_spawned_workers(
+    host, write_suite, tmp_path, monkeypatch
+):
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("workers are spawned on this platform anyway")
+
+    def no_room(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(forkserver.ForkServer, "ensure_running", no_room)
+    loaded = load_suite(write_suite(GRID), host)
+    runner = Runner(loaded, host, output=tmp_path / "out", metering=False, jobs=2)
+    job = runner.job(runner.plan()[1])
+    events = Events()
+    pool = LocalPool(job.config, 2)
+    pool.run(job, events)
+    assert pool._context.get_start_method() == "spawn"
+    finished = [p for kind, _, p in events.log if kind == "finished"]
+    assert len(finished) == len(job.cells) and all(o.status == "done" for o in finished)

@@ -257,13 +257,20 @@ class LocalPool:
             raise RuntimeError(f"every GPU slot is taken ({self.gpus} × {self.per_gpu})")
         self._spawned += 1
         ours, theirs = self._context.Pipe()
-        process = self._context.Process(
-            target=_worker_main,
-            args=(self.config, theirs, self.gpu_ids[gpu] if gpu is not None else None),
-            name=f"pcnbench-worker-{self._spawned}",
-            daemon=True,
-        )
-        process.start()
+        args = (self.config, theirs, self.gpu_ids[gpu] if gpu is not None else None)
+        name = f"pcnbench-worker-{self._spawned}"
+        process = self._context.Process(target=_worker_main, args=args, name=name, daemon=True)
+        try:
+            process.start()
+        except OSError:
+            if self._context.get_start_method() != "forkserver":
+                raise
+            # the server could not start here (no room for its socket, say): spawn instead
+            import multiprocessing
+
+            self._context = multiprocessing.get_context("spawn")
+            process = self._context.Process(target=_worker_main, args=args, name=name, daemon=True)
+            process.start()
         theirs.close()
         worker = _Worker(process, ours, gpu)
         self._workers.append(worker)
