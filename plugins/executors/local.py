@@ -123,8 +123,18 @@ class LocalExecutor(Executor):
     name = "local"
 
     def probe(self) -> str:
-        """Always available: the driver process, or N worker processes with --jobs N."""
-        return f"available: in the driver, or --jobs N worker processes ({os.cpu_count()} cores)"
+        """Always available: the driver process, or N worker processes with --jobs N|auto."""
+        import multiprocessing
+
+        how = (
+            "forked from a preloaded server"
+            if "forkserver" in multiprocessing.get_all_start_methods()
+            else "spawned"
+        )
+        return (
+            f"available: in the driver, or --jobs N|auto worker processes, {how}"
+            f" ({usable_cores()} usable cores of {os.cpu_count()})"
+        )
 
     def check(self, job: Job) -> None:
         """No options; the device must exist here; a cell gets one GPU, or a share of one."""
