@@ -826,7 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--jobs",
         type=_jobs,
-        metavar="N",
+        metavar="N|auto",
         help="local executor: run cells in N worker processes, or 'auto': one per core and"
         " trunk group (default: the suite's executor.jobs)",
     )
