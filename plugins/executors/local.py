@@ -118,7 +118,7 @@ def worker_context() -> Any:
 
 
 class LocalExecutor(Executor):
-    """Cells one after another in the driver, or in `jobs` spawned worker processes."""
+    """Cells one after another in the driver, or in `jobs` worker processes (`auto`: per core)."""
 
     name = "local"
 
