@@ -913,20 +913,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-# Commands that write no file: once their output is flushed the process may end at once.
-# Tearing the interpreter down with torch loaded takes ~0.7 s, a quarter of a validation.
-_QUICK_EXIT = ("validate",)
-
-
 def console() -> None:
     """The `pcnbench` console script: run `main`, then exit with its code."""
-    argv = sys.argv[1:]
-    code = main(argv)
-    if argv[:1] and argv[0] in _QUICK_EXIT:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    exit_now(main(sys.argv[1:]))
+
+
+def exit_now(code: int) -> None:
+    """End the process with `code` without tearing its interpreter down.
+
+    With torch loaded (and its compiler, which training imports) the teardown takes 1–2 s,
+    after everything is written: the shell, a pipe (`| tee`) or CI waits for nothing. What a
+    normal exit does that matters still happens: the exit handlers run (plugins' own, logging's,
+    multiprocessing's removal of its temporary files), then stdout and stderr are flushed. A
+    process with another non-daemon thread still running exits normally, which waits for it.
+    """
+    import atexit
+    import contextlib
+    import threading
+
+    main_thread = threading.main_thread()
+    others = [t for t in threading.enumerate() if t is not main_thread and not t.daemon]
+    if any(t.is_alive() for t in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # a closed pipe (`| head`): nothing more can be said
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

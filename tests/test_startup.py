@@ -6,6 +6,7 @@ Each check runs in a fresh interpreter, since this test process has imported tor
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -231,7 +232,7 @@ def test_a_family_whose_listing_fails_is_a_plugin_error_only_when_asked_for() ->
 
 
 def test_the_console_script_exits_with_main_s_code_after_all_output(tmp_path: Path) -> None:
-    # validate ends the process without tearing the interpreter down: nothing may be lost
+    # every command ends the process without tearing the interpreter down: nothing may be lost
     suite = tmp_path / "quickstart.yaml"
     suite.write_text(QUICKSTART, encoding="utf-8")
     command = [sys.executable, "-m", "pcnbench.cli", "validate", str(suite)]
@@ -243,3 +244,73 @@ def test_the_console_script_exits_with_main_s_code_after_all_output(tmp_path: Pa
     suite.write_text(QUICKSTART.replace("at_epoch: 3, keep", "at_epoch: 30, keep"), "utf-8")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 2 and "at_epoch: must be ≤ recipe.epochs" in done.stderr
+
+
+TWO_CELLS = """\
+name: t
+seeds: [0, 1]
+datasets:
+  - name: synthetic
+    params: {n_train: 64, n_test: 32}
+models:
+  - name: mlp
+    params: {width: 8, depth: 1}
+methods:
+  - dense
+recipe:
+  epochs: 2
+  batch_size: 16
+  optimizer: {name: sgd, lr: 0.1}
+executor: {name: local, jobs: 2}
+"""
+
+
+def _console(tmp_path: Path, argv: list[str], before: str = "") -> subprocess.CompletedProcess:
+    """`pcnbench ARGV` through the console script, after `before` ran in the same process."""
+    code = (
+        "import sys\n"
+        + textwrap.dedent(before)
+        + f"sys.argv = ['pcnbench', *{argv!r}]\n"
+        + "from pcnbench.cli import console\n"
+        + "console()\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO, env=env
+    )
+
+
+def test_a_run_exits_at_once_yet_runs_the_exit_handlers_and_leaves_no_temporary_files(
+    tmp_path: Path,
+) -> None:
+    suite = tmp_path / "two.yaml"
+    suite.write_text(TWO_CELLS, encoding="utf-8")
+    marker = tmp_path / "handler-ran"
+    before = f"""
+        import atexit
+        atexit.register(lambda: open({str(marker)!r}, "w").write("yes"))
+    """
+    out = tmp_path / "out"
+    done = _console(tmp_path, ["run", str(suite), "--output", str(out), "--no-report"], before)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("2 trained, 0 already done, 0 failed")
+    assert marker.read_text() == "yes"  # a plugin's exit handler still runs
+    # the worker pool's temporary files (its server's socket folder) are removed
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_command_with_a_thread_still_running_waits_for_it(tmp_path: Path) -> None:
+    suite = tmp_path / "two.yaml"
+    suite.write_text(TWO_CELLS, encoding="utf-8")
+    marker = tmp_path / "thread-done"
+    before = f"""
+        import threading, time
+        def late():
+            time.sleep(1.0)
+            open({str(marker)!r}, "w").write("yes")
+        threading.Thread(target=late).start()
+    """
+    done = _console(tmp_path, ["validate", str(suite)], before)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "yes"
