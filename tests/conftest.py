@@ -125,6 +125,41 @@ class BoomPlugin:
         register(Boom())
 
 
+class AtExitParams(Params):
+    """Parameters of the test-only `atexit` method."""
+
+    note: str  # a file each process that ran the method appends a line to as it exits
+
+
+class AtExit(Method):
+    """Test-only method: registers an exit handler in its process, then trains one epoch."""
+
+    name = "atexit"
+    Params = AtExitParams
+
+    def run(self, session, params: AtExitParams) -> None:
+        """Register the handler, train, record."""
+        import atexit
+        import os
+
+        def note() -> None:
+            with open(params.note, "a", encoding="utf-8") as f:
+                f.write(f"{os.getpid()}\n")
+
+        atexit.register(note)
+        session.train(until=1)
+        session.record()
+
+
+class AtExitPlugin:
+    """Registers the exit-handler test method."""
+
+    @hookimpl
+    def register_methods(self, register) -> None:
+        """Register `atexit`."""
+        register(AtExit())
+
+
 @pytest.fixture(scope="session")
 def host_with_boom() -> PluginHost:
     """Built-in plugins plus the test-only `early` and `boom` methods."""

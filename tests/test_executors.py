@@ -523,3 +523,41 @@ def test_a_worker_server_that_cannot_start_falls_back_to_spawned_workers(
     assert pool._context.get_start_method() == "spawn"
     finished = [p for kind, _, p in events.log if kind == "finished"]
     assert len(finished) == len(job.cells) and all(o.status == "done" for o in finished)
+
+
+def test_the_worker_server_leaves_without_tearing_its_interpreter_down():
+    """Its last preload ends the process at exit, before any teardown (1.5 s with torch)."""
+    from pcnbench_plugins.executors.local import PRELOAD
+
+    assert PRELOAD[-1] == "pcnbench_plugins.executors._server_exit"
+    probe = (
+        "import sys\n"
+        "class Torn:\n"
+        "    def __del__(self):\n"
+        "        sys.stdout.write('torn down')\n"
+        "        sys.stdout.flush()\n"
+        "kept = Torn()\n"
+    )
+    normal = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert normal.stdout == "torn down"  # a normal exit finalises what is left
+    quick = subprocess.run(
+        [sys.executable, "-c", f"import {PRELOAD[-1]}\n" + probe], capture_output=True, text=True
+    )
+    assert quick.returncode == 0 and quick.stdout == ""
+
+
+def test_exit_handlers_a_plugin_registers_in_a_worker_run_when_the_worker_ends(
+    write_suite, tmp_path
+):
+    from pcnbench.manager import load_plugins
+    from tests.conftest import AtExitPlugin
+
+    host = load_plugins(extra=[("test-atexit", AtExitPlugin())])
+    note = tmp_path / "exits.txt"
+    text = GRID.replace("  - dense", f"  - name: atexit\n    params: {{note: '{note}'}}")
+    loaded = load_suite(write_suite(text), host)
+    summary = Runner(loaded, host, output=tmp_path / "out", metering=False, jobs=2).run()
+    assert len(summary.done) == 4
+    pids = note.read_text().split()
+    assert len(pids) == 4  # each cell's handler ran once, as its worker ended
+    assert len(set(pids)) == 2 and str(os.getpid()) not in pids  # in the two workers

@@ -12,6 +12,7 @@ platform has no forkserver they are spawned.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import time
@@ -97,8 +98,14 @@ def _visible_gpus() -> list[str] | None:
 
 
 # What the worker server imports before it forks any worker: the cell path (torch included),
-# and torch's compiler front end, which torch's optimizers import on first use (about 1 s).
-PRELOAD = ("pcnbench.execution", "pcnbench_plugins.executors.local", "torch._dynamo")
+# torch's compiler front end, which torch's optimizers import on first use (about 1 s), and
+# last what makes the server leave without tearing all that down when the driver ends.
+PRELOAD = (
+    "pcnbench.execution",
+    "pcnbench_plugins.executors.local",
+    "torch._dynamo",
+    "pcnbench_plugins.executors._server_exit",
+)
 
 
 def worker_context() -> Any:
@@ -201,6 +208,8 @@ def _worker_main(config: WorkerConfig, conn: Any, gpu: str | None) -> None:
     """A pool worker: set up, then run the cells the driver sends until it sends None."""
     # Ctrl-C reaches the whole process group: the driver alone decides, and terminates us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # forked from the server, we inherit its quick exit (see _server_exit): not ours to keep
+    atexit.unregister(os._exit)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     try:
@@ -215,6 +224,9 @@ def _worker_main(config: WorkerConfig, conn: Any, gpu: str | None) -> None:
     while True:
         cell: Cell | None = conn.recv()
         if cell is None:
+            # the exit handlers (plugins' included), which a worker forked from the server
+            # would skip: multiprocessing ends it with os._exit
+            atexit._run_exitfuncs()
             return
         conn.send(("started", cell.id, device))
 
@@ -319,6 +331,11 @@ class LocalPool:
                     died = self._drain(worker, job, queue, events)
                     if died or (worker.process.sentinel in ready and worker in self._workers):
                         self._reap(worker, job, queue, events)
+            # every cell is done: the workers, told so, end on their own (running their exit
+            # handlers); stragglers are stopped below
+            deadline = time.monotonic() + 5.0
+            for worker in self._retired:
+                worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
         finally:
             self.close()
 
