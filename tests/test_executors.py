@@ -471,7 +471,8 @@ def test_the_worker_servers_preload_leaves_cuda_untouched():
         "import importlib\n"
         "for name in PRELOAD:\n"
         "    importlib.import_module(name)\n"
-        "print(len(calls), torch.cuda.is_initialized())\n"
+        # flushed: the last preload ends the process without flushing at exit
+        "print(len(calls), torch.cuda.is_initialized(), flush=True)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
