@@ -126,11 +126,9 @@ def fast_keys_supported() -> bool:
     return all(key in Recipe.model_fields for key in FAST_KEYS)
 
 
-def cifar_recipe(epochs: int, settings: dict[str, Any] | None = None, **extra: Any) -> Any:
-    """The cifar10 suite's recipe (batch 128, SGD, crop+flip) for `epochs`, with `settings`."""
-    from pcnbench.recipe import Recipe
-
-    fields: dict[str, Any] = {
+def cifar_recipe_fields(epochs: int) -> dict[str, Any]:
+    """The cifar10 suite's recipe (batch 128, SGD, crop+flip) for `epochs`, as suite keys."""
+    return {
         "epochs": epochs,
         "batch_size": 128,
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
@@ -139,6 +137,13 @@ def cifar_recipe(epochs: int, settings: dict[str, Any] | None = None, **extra: A
         "augmentation": {"crop_padding": 4, "flip": True},
         "eval_every": 0,
     }
+
+
+def cifar_recipe(epochs: int, settings: dict[str, Any] | None = None, **extra: Any) -> Any:
+    """The cifar10 suite's recipe (batch 128, SGD, crop+flip) for `epochs`, with `settings`."""
+    from pcnbench.recipe import Recipe
+
+    fields = cifar_recipe_fields(epochs)
     fields.update(extra)
     if settings and fast_keys_supported():
         fields.update(settings)

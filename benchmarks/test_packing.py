@@ -20,22 +20,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _common import FASTEST, MEASURED, fast_keys_supported, pcnbench_run
+from _common import FASTEST, MEASURED, cifar_recipe_fields, fast_keys_supported, pcnbench_run
 
 CELLS = 4
 
 
 def suite(path: Path, seeds: int, n_train: int, epochs: int, device: str) -> Path:
     """A dense ResNet-20 suite of `seeds` cells, packed 4 to a GPU when more than one."""
-    recipe = {
-        "epochs": epochs,
-        "batch_size": 128,
-        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
-        "weight_decay": 1e-4,
-        "schedule": {"name": "constant"},
-        "augmentation": {"crop_padding": 4, "flip": True},
-        "eval_every": 0,
-    }
+    recipe = cifar_recipe_fields(epochs)
     if fast_keys_supported():
         recipe.update(FASTEST)
         if not device.startswith("cuda"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import struct
 import subprocess
@@ -257,20 +256,6 @@ def _write_cifar10(root: Path) -> tuple[np.ndarray, list[int], np.ndarray, list[
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return np.concatenate(rows), labels, test_rows, test_labels
-
-
-@pytest.fixture
-def skip_cifar_md5(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make torchvision's CIFAR check that files exist, not that they match the real md5 sums."""
-    import torchvision.datasets.cifar
-
-    # The md5 sums are those of the real 170 MB archive's files; generated stand-ins cannot
-    # match them. Both `_check_integrity` and `_load_meta` call this module-level function.
-    monkeypatch.setattr(
-        torchvision.datasets.cifar,
-        "check_integrity",
-        lambda fpath, md5=None: os.path.isfile(fpath),
-    )
 
 
 def test_cifar10_loads_generated_batches_with_pixels_and_labels_round_tripped(

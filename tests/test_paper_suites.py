@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import pickle
 import re
 from pathlib import Path
@@ -121,18 +120,6 @@ def _write_imagenet(root: Path) -> None:
             for i in range(count):
                 pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
-
-
-@pytest.fixture
-def skip_cifar_md5(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torchvision's CIFAR checks file existence, not the real archive's md5 sums."""
-    import torchvision.datasets.cifar
-
-    monkeypatch.setattr(
-        torchvision.datasets.cifar,
-        "check_integrity",
-        lambda fpath, md5=None: os.path.isfile(fpath),
-    )
 
 
 def _validate(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from pcnbench.errors import PluginError, SuiteError
 from pcnbench.hookspecs import hookimpl
 from pcnbench.manager import load_plugins
 from pcnbench.suite import load_suite
+from tests.conftest import BASE_SUITE
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision")
@@ -246,23 +247,7 @@ def test_the_console_script_exits_with_main_s_code_after_all_output(tmp_path: Pa
     assert done.returncode == 2 and "at_epoch: must be ≤ recipe.epochs" in done.stderr
 
 
-TWO_CELLS = """\
-name: t
-seeds: [0, 1]
-datasets:
-  - name: synthetic
-    params: {n_train: 64, n_test: 32}
-models:
-  - name: mlp
-    params: {width: 8, depth: 1}
-methods:
-  - dense
-recipe:
-  epochs: 2
-  batch_size: 16
-  optimizer: {name: sgd, lr: 0.1}
-executor: {name: local, jobs: 2}
-"""
+TWO_CELLS = BASE_SUITE.replace("seeds: [0]", "seeds: [0, 1]") + "executor: {name: local, jobs: 2}\n"
 
 
 def _console(tmp_path: Path, argv: list[str], before: str = "") -> subprocess.CompletedProcess:
