@@ -61,8 +61,9 @@ def _load(path: str) -> tuple[Any, Any]:
 def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any, host: Any) -> None:
     todo_ids = {c.id for c in todo} if todo is not None else None
     plans = _plans(cells, host)
+    count = f"{len(cells):,} cell{'s' if len(cells) != 1 else ''}"
     out.print(
-        f"suite '{loaded.name}' ({loaded.file}): {len(cells):,} cells, {_epochs(cells, plans)}",
+        f"suite '{loaded.name}' ({loaded.file}): {count}, {_epochs(cells, plans)}",
         markup=False,
     )
     from pcnbench.labels import cell_parts, short_labels
@@ -328,12 +329,45 @@ def _results_table(frame: Any, title: str, out: Any, columns: list[Any]) -> None
     out.print(table)
 
 
+_CONFIGURATION = (
+    "suite",
+    "dataset",
+    "dataset_params",
+    "model",
+    "model_params",
+    "method",
+    "method_params",
+)
+
+
+def _grouped(frame: Any) -> Any:
+    """The rows of `frame` with each configuration's seeds together, in ascending order.
+
+    Configurations keep the order they first appear in (the store's: the order cells were
+    planned or ran), so a table reads dense, then each method's points, seed 0, 1, 2... and a
+    cell's results (IMP's levels) in their order, however the cells' runs interleaved.
+    """
+    if frame.empty:
+        return frame
+    keys = [c for c in _CONFIGURATION if c in frame.columns]
+    order = frame.assign(
+        _configuration=frame.groupby(keys, sort=False, dropna=False).ngroup(),
+        _position=range(len(frame)),
+    )
+    by = ["_configuration"] + [c for c in ("seed", "result") if c in frame.columns]
+    order = order.sort_values([*by, "_position"], kind="stable", na_position="first")
+    return frame.loc[order.index].reset_index(drop=True)
+
+
 def _summary(
     frame: Any, ids: set[str], out: Any, keys_of: dict[str, tuple[str, ...]] | None = None
 ) -> None:
-    frame = frame[frame["cell_id"].isin(ids)]
+    frame = _grouped(frame[frame["cell_id"].isin(ids)])
     columns = _table_columns(frame, keys_of or {}, ids=False, errors=False)
-    title = "results (params: count; MACs: per sample, measured by torch FlopCounter)"
+    title = (
+        "results (params: count; MACs: per sample, measured by torch FlopCounter; "
+        "time: training wall-clock, s)"
+    )
     _results_table(frame, title, out, columns)
 
 
@@ -725,11 +759,15 @@ def cmd_results(args: argparse.Namespace) -> int:
         records = json.loads(frame.to_json(orient="records"))
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
     elif args.format == "markdown":
-        sys.stdout.write(_markdown(frame) + "\n")
+        sys.stdout.write(_markdown(_grouped(frame)) + "\n")
     else:
         out = _console(wide=True)
+        frame = _grouped(frame)
         columns = _table_columns(frame, _point_keys(), ids=True, errors=True)
-        title = f"results in {args.dir} (all columns: --format csv or json)"
+        title = (
+            f"results in {args.dir} (MACs: per sample; time: training wall-clock, s; "
+            "all columns: --format csv or json)"
+        )
         _results_table(frame, title, out, columns)
         failed = frame[frame["status"] != "done"]["cell_id"].unique().tolist()
         if failed:
@@ -859,7 +897,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=cmd_validate)
 
     plug = sub.add_parser(
-        "plugins", help="list loaded plugins and what they register; NAME: one plugin's parameters"
+        "plugins",
+        aliases=["info"],
+        help="list loaded plugins and what they register; NAME: one plugin's parameters",
     )
     plug.add_argument(
         "name", nargs="?", help="a method, model, dataset, ...: its kind, origin and parameters"

@@ -154,3 +154,5 @@ def test_the_plugins_command_describes_one_plugin(capsys) -> None:
     assert any(line.split()[:3] == ["width", "int", "32"] for line in out.splitlines())
     assert main(["plugins", "cn"]) == 2
     assert "did you mean 'pcn' or 'cnn'?" in capsys.readouterr().err
+    assert main(["info", "cnn"]) == 0  # the same command by its other name
+    assert capsys.readouterr().out == out

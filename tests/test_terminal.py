@@ -78,6 +78,40 @@ def test_run_summary_fits_80_columns_and_tells_every_row_apart(synthetic, monkey
     assert _table_rows(wide)[0].endswith(" 20") and "20.0" not in wide
 
 
+def _in_runs_and_ascending(rows: list[tuple[str, tuple[int, ...]]]) -> None:
+    """Each configuration's rows come in one run, its (seed, level) ascending within it."""
+    order = list(dict.fromkeys(label for label, _ in rows))
+    runs = [label for i, (label, _) in enumerate(rows) if i == 0 or rows[i - 1][0] != label]
+    assert runs == order, runs
+    for label in order:
+        points = [point for name, point in rows if name == label]
+        assert points == sorted(points), (label, points)
+
+
+def test_tables_list_each_configurations_seeds_together_in_order(synthetic, capsys):
+    # the store holds the cells in the order they ran: seed 0 of every method, then seed 1...
+    store = Store(synthetic / "results.db", readonly=True)
+    frame = store.results_frame()
+    store.close()
+    assert frame["seed"].tolist() != sorted(frame["seed"].tolist())
+    cli._summary(frame, set(frame["cell_id"]), cli._console(wide=True), {"lottery": ("level",)})
+    rows = []
+    for row in _table_rows(capsys.readouterr().out):
+        label, seed, *rest = re.split(r"\s{2,}", row.strip())
+        rows.append((label, (int(seed), int(rest[0]) if "lottery" in label else 0)))
+    _in_runs_and_ascending(rows)
+    assert main(["results", str(synthetic), "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    rows = []
+    for line in lines[2:]:
+        row = dict(zip(header, (v.strip() for v in line.strip("|").split("|")), strict=True))
+        level = int(float(row["level"])) if row["level"] not in ("", "nan", "None") else 0
+        label = f"{row['model_params']} {row['method']} {row['method_params']}"
+        rows.append((label, (int(row["seed"]), level)))
+    _in_runs_and_ascending(rows)
+
+
 def test_results_table_fits_80_columns_with_a_short_error_and_shows_more_when_wider(
     synthetic, monkeypatch, capsys
 ):
