@@ -312,3 +312,11 @@ def test_integer_columns_stay_integers_next_to_a_failed_cell(tmp_path, capsys):
     assert main(["results", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "474" in table and "474.0" not in table and "boom" in table
+
+
+def test_no_command_prints_every_command_and_exits_2(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: pcnbench") and "Traceback" not in err
+    for command in ("run", "validate", "plugins (info)", "report", "env", "results", "claims"):
+        assert f"\n    {command} " in err, command
