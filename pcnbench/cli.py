@@ -62,22 +62,22 @@ def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any, host: Any
     todo_ids = {c.id for c in todo} if todo is not None else None
     plans = _plans(cells, host)
     count = f"{len(cells):,} cell{'s' if len(cells) != 1 else ''}"
-    out.print(
-        f"suite '{loaded.name}' ({loaded.file}): {count}, {_epochs(cells, plans)}",
-        markup=False,
-    )
+    width = _table_width(out)
+    head = f"suite '{loaded.name}' ({loaded.file}): {count}, {_epochs(cells, plans)}"
+    out.file.writelines(f"{line}\n" for line in _wrapped(head, width))
     from pcnbench.labels import cell_parts, short_labels
 
     # what tells each cell apart among these (the full label is what --only matches)
     parts = [cell_parts(c) for c in cells]
     short = short_labels(parts)
     setting = short_labels(parts, seed=False)
-    lines = []
+    rows = []
     for cell in cells:
         mark = ""
         if todo_ids is not None:
             mark = "  [run]" if cell.id in todo_ids else "  [done, skip]"
-        lines.append(f"{cell.id}  {short[cell.id]}  {_epoch_count(cell, plans)}{mark}\n")
+        rows.append((cell.id, short[cell.id], f"{_epoch_count(cell, plans)}{mark}"))
+    lines = [f"{line}\n" for line in _plan_lines(rows, width)]
     # why each cell trains what it does, once per method setting (the seeds share it)
     reasons: dict[str, str] = {}
     for cell in cells:
@@ -89,12 +89,72 @@ def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any, host: Any
         reasons.setdefault(setting[cell.id], why)
     if reasons:
         lines.append("epochs per cell, by method setting:\n")
-        lines.extend(f"  {label}: {why}\n" for label, why in reasons.items())
+        for label, why in reasons.items():
+            lines.extend(f"{line}\n" for line in _wrapped(f"{label}: {why}", width, "  ", "    "))
     if lines:
         # Plain text written as is: rich inspects every character it prints, seconds on a
         # large matrix, and these lines hold no markup.
         out.file.writelines(lines)
         out.file.flush()
+
+
+def _table_width(out: Any) -> int | None:
+    """The columns a table may take on `out`: the terminal's or COLUMNS; None (any) in a pipe."""
+    if out.is_terminal or os.environ.get("COLUMNS"):
+        return int(out.width)
+    return None
+
+
+def _wrapped(text: str, width: int | None, first: str = "", then: str = "") -> list[str]:
+    """`text` as lines within `width` (one line when None), words and paths kept whole."""
+    import textwrap
+
+    if width is None or len(first) + len(text) <= width:
+        return [first + text]
+    return textwrap.wrap(
+        text,
+        max(20, width),
+        initial_indent=first,
+        subsequent_indent=then,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _plan_lines(rows: list[tuple[str, str, str]], width: int | None) -> list[str]:
+    """`id  label  epochs` lines within `width` (any, when None).
+
+    Whole cell ids where every line fits, else their first 8 characters (which `--only`
+    matches too); a label still too long wraps under itself, the epochs after its end. The
+    label is never cut: it is what tells the cells apart.
+    """
+    import textwrap
+
+    from rich.cells import cell_len
+
+    def fits(line: str) -> bool:
+        return width is None or cell_len(line) <= width
+
+    keep = 16 if all(fits(f"{i}  {label}  {tail}") for i, label, tail in rows) else 8
+    lines = []
+    for ident, label, tail in rows:
+        head = f"{ident[:keep]}  "
+        line = f"{head}{label}  {tail}"
+        if fits(line):
+            lines.append(line)
+            continue
+        glued = tail.replace(" ", "\0")  # the epochs and mark stay on one line
+        wrapped = textwrap.wrap(
+            f"{label}  {glued}",
+            max(20, (width or 0) - len(head)),
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        pad = " " * len(head)
+        lines.extend(
+            (head if n == 0 else pad) + part.replace("\0", " ") for n, part in enumerate(wrapped)
+        )
+    return lines
 
 
 def _plans(cells: list, host: Any) -> dict[str, Any]:
@@ -570,16 +630,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         cells, todo = runner.plan(args.only, args.force)
         _print_plan(loaded, cells, todo, out, host)
-        out.print(
+        width = _table_width(out)
+        said = [
             f"{len(todo)} to run, {len(cells) - len(todo)} already done → {runner.output}; "
-            f"{_epochs(todo, _plans(todo, host))} (before trunk sharing)",
-            markup=False,
-        )
+            f"{_epochs(todo, _plans(todo, host))} (before trunk sharing)"
+        ]
         if todo and (args.project or _on_cuda(args.device or loaded.suite.device)):
             text = _projection(
                 todo, loaded, host, args.device or loaded.suite.device, not args.no_share
             )
-            out.print(text, markup=False, soft_wrap=True)
+            said.extend(text.splitlines())
+        for line in said:
+            indent = line[: len(line) - len(line.lstrip())]
+            out.file.writelines(f"{part}\n" for part in _wrapped(line, width, "", indent + "    "))
+        out.file.flush()
         return EXIT_OK
     selected = select(loaded.cells, args.only)
     if not selected:
@@ -804,14 +868,16 @@ def cmd_env(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(
         "Time: wall and process-CPU seconds per phase, device synchronized (always measured). "
-        "Latency/throughput: measured per result on the training device."
+        "Latency/throughput: measured per result on the training device.",
+        soft_wrap=False,  # sentences wrap at the terminal's width
     )
     for name in host.executors.names():
         try:
             said = host.executors.get(name).probe()
         except Exception as exc:
             said = f"probe failed: {type(exc).__name__}: {exc}"
-        out.print(f"executor {name} ({host.executors.plugin_of(name)}): {said}", markup=False)
+        line = f"executor {name} ({host.executors.plugin_of(name)}): {said}"
+        out.print(line, markup=False, soft_wrap=False)
     return EXIT_OK
 
 

@@ -83,7 +83,7 @@ class Projection:
         parts = [f"projected {bound}{self.gpu_hours:,.2f} GPU-hours for {self.cells:,} cells"]
         parts.append(f"{self.epochs:,.0f} epochs")
         if self.shared:
-            parts.append(f"shared trunks save {self.unshared_epochs - self.epochs:,.0f}")
+            parts.append(f"shared trunks save {self.unshared_epochs - self.epochs:,.0f} epochs")
         if self.cells_per_gpu > 1:
             how = (
                 f"packing efficiency {self.packing_efficiency:.2f} measured"

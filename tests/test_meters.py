@@ -330,6 +330,11 @@ def test_env_command_reports_each_meter_truthfully(capsys, monkeypatch):
         probe = meter.probe()
         line = next(line for line in text.splitlines() if f"│ {meter.name} " in line)
         assert ("yes" if probe.available else "no") in line and probe.method in line
+    monkeypatch.setenv("COLUMNS", "80")  # a narrow terminal: the table and sentences wrap
+    assert main(["env"]) == 0
+    narrow = capsys.readouterr().out
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert " ".join(narrow.split()).count("executor local (executors): available") == 1
 
 
 def test_cell_estimates_are_apportioned_to_results_by_training_time():

@@ -15,6 +15,7 @@ from pcnbench.hookspecs import hookimpl
 from pcnbench.labels import (
     CellParts,
     Column,
+    cell_parts,
     error_groups,
     error_reason,
     fit_columns,
@@ -240,3 +241,44 @@ def test_narrow_tables_shorten_headers_then_drop_by_rank_and_wrap_keys_last():
     assert [(c.header, c.width) for c in fitted] == [("cell", 17), ("f", 1), ("note", 18)]
     tiny = fit_columns(cols, 30)
     assert tiny[0].overflow == "fold" and sum(c.width for c in tiny) + 4 <= 30
+
+
+def test_the_plan_of_a_large_suite_fits_80_columns_and_keeps_every_label_whole(monkeypatch, capsys):
+    from pathlib import Path
+
+    suite = str(Path(__file__).parents[1] / "suites" / "cifar10.yaml")
+    host = load_plugins()
+    cells = load_suite(suite, host).cells
+    labels = short_labels([cell_parts(c) for c in cells])
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe: a line per cell, ids whole
+    assert main(["validate", suite]) == 0
+    piped = capsys.readouterr().out
+    for cell in cells:
+        assert f"{cell.id}  {labels[cell.id]}  " in piped
+    assert max(cell_len(line) for line in piped.splitlines()) > 80  # the case to fit
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["validate", suite]) == 0
+    narrow = capsys.readouterr().out
+    _fits(narrow, 80)
+    assert narrow.startswith("suite 'cifar10' (")
+    joined = " ".join(narrow.split())  # wrapped lines read back as one text
+    for cell in cells:
+        assert f"{cell.id[:8]} {' '.join(labels[cell.id].split())} " in joined, cell.label
+    assert "(magnitude.finetune_epochs)" in narrow and "(pcn.at_epoch 5)" in narrow
+
+
+def test_a_dry_run_fits_80_columns_with_a_long_output_path(
+    write_suite, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("COLUMNS", "80")
+    suite = write_suite(
+        BASE_SUITE.replace("- dense", "- {name: lowrank, params: {at_epoch: 1, rank: r0.5}}")
+    )
+    out = tmp_path / ("a-rather-long-folder-name-for-results" * 2)
+    assert main(["run", str(suite), "--dry-run", "--project", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    _fits(text.replace(str(out), "OUT"), 80)  # a path is never broken, whatever its length
+    joined = " ".join(text.split())
+    assert f"1 to run, 0 already done → {out}; 2 epochs planned (before trunk sharing)" in joined
+    assert "s per epoch (" in joined and "measured over" in joined
