@@ -33,6 +33,7 @@ from pcnbench.contracts import (
 )
 from pcnbench.errors import DatasetMissingError, HaltError, ParamError, PcnbenchError
 from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig, cpu_processes, usable_cores
+from pcnbench.labels import is_missing, result_tags
 from pcnbench.manager import Family, load_plugins
 from pcnbench.patterns import Patterns
 from pcnbench.protocols import Session, Snapshot
@@ -133,6 +134,7 @@ __all__ = [
     "cpu_processes",
     "derive_seed",
     "exclude_from_weight_decay",
+    "is_missing",
     "layer_names",
     "load_plugins",
     "mask_density",
@@ -142,6 +144,7 @@ __all__ = [
     "parse_steps",
     "prepare_process",
     "resolve_device",
+    "result_tags",
     "run_cell",
     "select_layers",
     "set_mask",

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 from pcnbench.cells import grid_label
 from pcnbench.contracts import ClaimCheck, ClaimPoint, ClaimResult, Reference, ReportData
 from pcnbench.errors import SuiteError
+from pcnbench.labels import is_missing, json_object, result_tags
 from pcnbench.schema import ClaimSpec, Pick, ReferenceSpec, Selector, pydantic_error
 from pcnbench.stats import Estimate, paired_delta, welch_delta
 from pcnbench.yamlsrc import Source, load_text
@@ -255,16 +256,8 @@ def read_claims(suite_text: str) -> list[tuple[ClaimSpec | None, str, str]]:
 # judging
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
-    return {}
+def _object(value: Any) -> dict[str, Any]:
+    return json_object(value) or {}
 
 
 def _matches(pick: Pick | None, row: pd.Series, axis: str) -> bool:
@@ -273,8 +266,8 @@ def _matches(pick: Pick | None, row: pd.Series, axis: str) -> bool:
         return True
     if str(row.get(axis)) != pick.name:
         return False
-    setting = _as_dict(row.get(f"{axis}_setting"))
-    full = _as_dict(row.get(f"{axis}_params"))
+    setting = _object(row.get(f"{axis}_setting"))
+    full = _object(row.get(f"{axis}_params"))
     return all(setting.get(k, full.get(k)) == v for k, v in pick.params.items())
 
 
@@ -290,7 +283,7 @@ def pairs_by_model(spec: ClaimSpec) -> bool:
 
 
 def _key(value: Any) -> str:
-    return json.dumps(_as_dict(value), sort_keys=True, default=str)
+    return json.dumps(_object(value), sort_keys=True, default=str)
 
 
 def _pair_key(row: pd.Series, by_model: bool) -> tuple[str, ...]:
@@ -301,27 +294,7 @@ def _pair_key(row: pd.Series, by_model: bool) -> tuple[str, ...]:
 
 
 def _short(name: Any, setting: Any) -> str:
-    return grid_label(str(name), _as_dict(setting))
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def _tags(rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
-    """What tells a cell's result rows apart (`level=2`), as the report's tables do."""
-    present = [k for k in keys if k in rows.columns and rows[k].notna().any()]
-
-    def plain(v: Any) -> str:
-        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-
-    tags = [
-        ", ".join(f"{k}={plain(row[k])}" for k in present if not _missing(row[k]))
-        for _, row in rows.iterrows()
-    ]
-    if len(rows) > 1 and len(set(tags)) < len(tags):
-        return [f"result {i}" for i in range(len(rows))]
-    return tags
+    return grid_label(str(name), _object(setting))
 
 
 @dataclass
@@ -345,7 +318,7 @@ def _points(
     for _cell_id, rows in done.groupby("cell_id", sort=False):
         first = rows.iloc[0]
         method = str(first["method"])
-        tags = _tags(rows, keys_of.get(method, ()))
+        tags = result_tags(rows, keys_of.get(method, ()))
         setting = _short(method, first.get("method_setting"))
         group = " · ".join(
             (
@@ -374,7 +347,7 @@ def _values(point: _Point, q: Quantity) -> dict[int, float]:
     out = {}
     for seed, row in point.rows.items():
         value = row.get(q.column)
-        if _missing(value):
+        if is_missing(value):
             continue
         try:
             out[seed] = float(value)

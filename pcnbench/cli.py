@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 import pcnbench
 from pcnbench.errors import PcnbenchError, PluginError, SuiteError
 from pcnbench.hookspecs import hookimpl
+from pcnbench.labels import is_missing, plain_value
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -243,15 +243,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _missing(value: Any) -> bool:
-    """Whether a results cell holds nothing: None, NaN, or pandas' NA (of an Int64 column)."""
-    from pandas import NA
-
-    return value is None or value is NA or (isinstance(value, float) and math.isnan(value))
-
-
 def _fmt(value: Any, column: str) -> str:
-    if _missing(value):
+    if is_missing(value):
         return "—"
     if column in ("params", "macs", "dense_params", "dense_macs"):
         return f"{int(value):,}"
@@ -291,11 +284,7 @@ def _point_keys(host: Any = None) -> dict[str, tuple[str, ...]]:
 
 
 def _point(value: Any) -> str:
-    if _missing(value):
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    return "" if is_missing(value) else plain_value(value)
 
 
 def _table_columns(
@@ -513,7 +502,7 @@ class _CellLines:
         self.finished += 1
         began = self.began.pop(label, None)
         said = f"{self._count(self.finished)} {status:<6} {self.names[label]}"
-        accuracies = [r.get("accuracy") for r in results if not _missing(r.get("accuracy"))]
+        accuracies = [r.get("accuracy") for r in results if not is_missing(r.get("accuracy"))]
         if accuracies:
             said += f"  acc {_fmt(accuracies[-1], 'accuracy')}"
             if len(results) > 1:
@@ -798,7 +787,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def _markdown(frame: Any) -> str:
     def cell(v: Any) -> str:
-        if _missing(v):
+        if is_missing(v):
             return ""
         return str(v).replace("|", "\\|").replace("\n", " ")
 

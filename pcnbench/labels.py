@@ -10,6 +10,7 @@ method's name and, of every axis, the parameters that differ.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,11 +28,48 @@ __all__ = [
     "error_groups",
     "error_reason",
     "fit_columns",
+    "is_missing",
+    "json_object",
+    "plain_value",
+    "result_tags",
     "row_parts",
     "short_labels",
 ]
 
 _AXES = ("dataset", "model", "method")
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a results cell holds nothing: None, NaN, or pandas' NA (of an Int64 column)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    from pandas import NA  # imported by whoever holds a results frame
+
+    return value is NA
+
+
+def plain_value(value: Any) -> str:
+    """A result value as text, whole floats as integers: `3`, not `3.0`."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def result_tags(rows: Any, keys: Sequence[str]) -> list[str]:
+    """What tells each of one cell's result rows (a DataFrame) apart, from its method's keys.
+
+    `level=3` for a method whose `point_keys` are ("level",); `result 0`, `result 1`, … when
+    the keys are unknown (method not installed) or do not tell the rows apart; "" for a lone
+    row without keys.
+    """
+    present = [k for k in keys if k in rows.columns and rows[k].notna().any()]
+    tags = [
+        ", ".join(f"{k}={plain_value(row[k])}" for k in present if not is_missing(row[k]))
+        for _, row in rows.iterrows()
+    ]
+    if len(rows) > 1 and len(set(tags)) < len(tags):
+        return [f"result {i}" for i in range(len(rows))]
+    return tags
 
 
 @dataclass(frozen=True)
@@ -64,16 +102,18 @@ def cell_parts(cell: Any) -> CellParts:
     )
 
 
-def _json_dict(text: Any) -> dict[str, Any] | None:
-    if isinstance(text, Mapping):
-        return dict(text)
-    if not isinstance(text, str):
+def json_object(value: Any) -> dict[str, Any] | None:
+    """A JSON object column's value (text or already a mapping) as a dict; None when absent,
+    empty or not an object."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if not isinstance(value, str) or not value:
         return None
     try:
-        value = json.loads(text)
+        parsed = json.loads(value)
     except ValueError:
         return None
-    return value if isinstance(value, dict) else None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def row_parts(row: Mapping[str, Any]) -> CellParts:
@@ -81,8 +121,10 @@ def row_parts(row: Mapping[str, Any]) -> CellParts:
     full `*_params`, whose constant defaults drop out of the labels anyway)."""
     params = {}
     for axis in _AXES:
-        found = _json_dict(row.get(f"{axis}_setting"))
-        params[axis] = found if found is not None else (_json_dict(row.get(f"{axis}_params")) or {})
+        found = json_object(row.get(f"{axis}_setting"))
+        if found is None:  # an older database: the full params
+            found = json_object(row.get(f"{axis}_params")) or {}
+        params[axis] = found
     seed = row.get("seed")
     try:
         seed = int(seed) if seed is not None else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,13 @@ import pandas as pd
 from pcnbench.claims import judge_claims, read_references
 from pcnbench.contracts import Method, ReportData
 from pcnbench.errors import DiskFullError, PcnbenchError
+from pcnbench.labels import json_object
 from pcnbench.store import Store
 
 # Columns holding JSON objects that reporters receive as dicts: each axis's full parameters,
 # and the parameters as the suite wrote them (falling back to the full ones where not stored).
 _PARAMS = ("dataset_params", "model_params", "method_params")
 _SETTINGS = {f"{axis}_setting": f"{axis}_params" for axis in ("dataset", "model", "method")}
-
-
-def _as_dict(value: Any) -> dict[str, Any] | None:
-    """A JSON object column's value as a dict (None when absent or not an object)."""
-    if isinstance(value, dict):
-        return value
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 def _parse_params(frame: pd.DataFrame) -> pd.DataFrame:
@@ -40,12 +27,12 @@ def _parse_params(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for name in _PARAMS:
         if name in out.columns:
-            out[name] = [_as_dict(v) or {} for v in out[name]]
+            out[name] = [json_object(v) or {} for v in out[name]]
     for name, full in _SETTINGS.items():
         written = out[name] if name in out.columns else [None] * len(out)
         fallback = out[full] if full in out.columns else [{}] * len(out)
         out[name] = [
-            parsed if (parsed := _as_dict(v)) is not None else dict(f)
+            parsed if (parsed := json_object(v)) is not None else dict(f)
             for v, f in zip(written, fallback, strict=True)
         ]
     return out

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import Field
@@ -13,6 +16,16 @@ from pcnbench.api import Method, Params
 from pcnbench.errors import ParamError
 from pcnbench.hookspecs import hookimpl
 from pcnbench.manager import PluginHost, load_plugins
+
+
+def python_output(code: str, timeout: float = 300, **run: Any) -> str:
+    """What `code` prints in a fresh interpreter, which must exit 0 (else its stderr fails)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **run
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
 
 BASE_SUITE = """\
 name: t

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import pickle
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from urllib.error import URLError
 
@@ -29,6 +27,7 @@ from pcnbench_plugins.datasets.digits import Digits, read_digits, stratified_spl
 from pcnbench_plugins.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD, Imagenet
 from pcnbench_plugins.datasets.synthetic import Synthetic
 from pcnbench_plugins.datasets.torchvision_sets import Cifar10, FashionMnist, Mnist
+from tests.conftest import python_output
 
 
 def _registered() -> dict[str, DatasetPlugin]:
@@ -179,11 +178,7 @@ def test_digits_load_leaves_sklearn_unimported() -> None:
         "assert len(train) + len(test) == 1797\n"
         "print(any(m.split('.')[0] in ('sklearn', 'scipy') for m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert python_output(probe, timeout=120).strip() == "False"
 
 
 def test_digits_split_too_small_for_the_classes_names_the_sizes() -> None:

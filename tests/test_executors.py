@@ -16,7 +16,7 @@ from pcnbench.errors import PcnbenchError, SuiteError
 from pcnbench.runner import Runner
 from pcnbench.suite import load_suite
 from pcnbench_plugins.executors.local import LocalPool
-from tests.conftest import BASE_SUITE
+from tests.conftest import BASE_SUITE, python_output
 
 GRID = BASE_SUITE.replace("{width: 8, depth: 1}", "{width: [8, 16], depth: 1}").replace(
     "seeds: [0]", "seeds: [0, 1]"
@@ -474,11 +474,7 @@ def test_the_worker_servers_preload_leaves_cuda_untouched():
         # flushed: the last preload ends the process without flushing at exit
         "print(len(calls), torch.cuda.is_initialized(), flush=True)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["0", "False"]
+    assert python_output(probe).split() == ["0", "False"]
 
 
 def test_an_executor_whose_warm_fails_warns_and_the_run_goes_on(

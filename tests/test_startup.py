@@ -19,7 +19,7 @@ from pcnbench.errors import PluginError, SuiteError
 from pcnbench.hookspecs import hookimpl
 from pcnbench.manager import load_plugins
 from pcnbench.suite import load_suite
-from tests.conftest import BASE_SUITE
+from tests.conftest import BASE_SUITE, python_output
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision")
@@ -30,11 +30,7 @@ def imported_after(code: str) -> dict[str, bool]:
     probe = textwrap.dedent(code) + (
         f"\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=REPO
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(python_output(probe, cwd=REPO).strip().splitlines()[-1])
 
 
 def test_loading_the_plugins_imports_neither_torch_nor_torchvision() -> None:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pcnbench.api import result_tags
+
 from .stats import Estimate, mean_ci, paired_delta
 
 if TYPE_CHECKING:
@@ -222,28 +224,6 @@ class ModelGroup:
         return paired_delta(point.by_seed("accuracy"), dense.by_seed("accuracy"))
 
 
-def _tags(cell_rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
-    """What tells each of a cell's result rows apart, from the method's point keys.
-
-    `level=3` for a method whose `point_keys` are ("level",); `result 0`, `result 1`, … when
-    the keys are unknown (method not installed) or do not tell the rows apart; "" for a lone
-    row without keys.
-    """
-    present = [k for k in keys if k in cell_rows.columns and cell_rows[k].notna().any()]
-    tags = [
-        ", ".join(f"{k}={_plain(row[k])}" for k in present if not _missing(row[k]))
-        for _, row in cell_rows.iterrows()
-    ]
-    if len(cell_rows) > 1 and len(set(tags)) < len(tags):
-        return [f"result {i}" for i in range(len(cell_rows))]
-    return tags
-
-
-def _missing(value: Any) -> bool:
-    # pd.NA: a missing value of an integer (Int64) column of `Store.results_frame`
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def _estimate_sources(phases: pd.DataFrame | None) -> dict[str, str]:
     """cell_id → how its energy estimate was made (the `*_energy_method_est` phase columns)."""
     if phases is None or phases.empty:
@@ -293,7 +273,7 @@ def model_groups(
             groups[gkey] = ModelGroup(
                 dataset, model, order=int(first.name), dataset_name=str(first["dataset"])
             )
-        tags = _tags(cell_rows, keys_of.get(method, ()))
+        tags = result_tags(cell_rows, keys_of.get(method, ()))
         for tag, (index, row) in zip(tags, cell_rows.iterrows(), strict=True):
             pkey = (*gkey, method, _key(first.get("method_params")), tag)
             described.setdefault(pkey, (_setting(first, "method"), tag))
@@ -373,9 +353,3 @@ def _share_items(group: ModelGroup) -> None:
             group.shared[method] = [i for i in members[0].items if i in common]
             for point in members:
                 point.shared = frozenset(common)
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
