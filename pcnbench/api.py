@@ -31,6 +31,7 @@ from pcnbench.contracts import (
     ReportFigure,
     TensorSplits,
 )
+from pcnbench.coverage import Coverage, LeftDense, Reason, coverage_of
 from pcnbench.errors import DatasetMissingError, HaltError, ParamError, PcnbenchError
 from pcnbench.jobs import CellQueue, Job, Outcome, WorkerConfig, cpu_processes, usable_cores
 from pcnbench.labels import is_missing, result_tags
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pcnbench.data import derive_seed
-    from pcnbench.layers import layer_names, select_layers
+    from pcnbench.layers import called_layers, layer_names, select_layers, weight_names
     from pcnbench.masks import Masked, MaskEnforcer, mask_density, masked_parameters, set_mask
     from pcnbench.optim import exclude_from_weight_decay
 
@@ -54,7 +55,9 @@ if TYPE_CHECKING:
 # and validating a suite never import torch.
 _LAZY = {
     "derive_seed": "data",
+    "called_layers": "layers",
     "layer_names": "layers",
+    "weight_names": "layers",
     "select_layers": "layers",
     "Masked": "masks",
     "MaskEnforcer": "masks",
@@ -95,6 +98,7 @@ __all__ = [
     "ClaimCheck",
     "ClaimPoint",
     "ClaimResult",
+    "Coverage",
     "DataInfo",
     "DatasetMissingError",
     "DatasetPlugin",
@@ -107,6 +111,7 @@ __all__ = [
     "FolderSplits",
     "HaltError",
     "Job",
+    "LeftDense",
     "Locator",
     "MaskEnforcer",
     "Masked",
@@ -120,6 +125,7 @@ __all__ = [
     "Patterns",
     "PcnbenchError",
     "PhaseRecord",
+    "Reason",
     "Reading",
     "Recipe",
     "Reference",
@@ -131,6 +137,8 @@ __all__ = [
     "StepSpec",
     "TensorSplits",
     "WorkerConfig",
+    "called_layers",
+    "coverage_of",
     "cpu_processes",
     "derive_seed",
     "exclude_from_weight_decay",
@@ -151,6 +159,7 @@ __all__ = [
     "student_t_cdf",
     "t_quantile",
     "usable_cores",
+    "weight_names",
     "welch_delta",
 ]
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import Dataset
 
+    from pcnbench.coverage import Coverage
     from pcnbench.jobs import Job, Outcome
     from pcnbench.protocols import Session
 
@@ -177,6 +178,19 @@ class Method:
         Called at validation with the model built on the meta device (no data, no weights);
         raise ParamError(key, message). `pcnbench.api.select_layers` does the usual check.
         """
+
+    def plan_coverage(
+        self, params: Any, model: nn.Module, input_shape: tuple[int, ...]
+    ) -> Coverage | None:
+        """What the method will reduce of `model` and leave dense, and why (None: it does not say).
+
+        Called at validation with the model built on the meta device (no data, no weights;
+        a forward pass on `input_shape` works). Where what happens depends on the data (a
+        rank or component count chosen by energy), count the tensor as reduced: `validate`
+        presents the share as "up to". `run` records the account of what really happened
+        (`session.record(**coverage.columns())`).
+        """
+        return None
 
     def plan_epochs(
         self, params: Any, recipe: Recipe, steps_per_epoch: int | None = None

@@ -5,16 +5,30 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
+from typing import Any
 
 from torch import nn
 
 from pcnbench.errors import ParamError
 from pcnbench.patterns import Patterns
 
-__all__ = ["Patterns", "layer_names", "no_match_message", "select_layers"]
+__all__ = [
+    "CONV_LINEAR",
+    "WEIGHTED",
+    "Patterns",
+    "called_layers",
+    "layer_names",
+    "no_match_message",
+    "select_layers",
+    "weight_names",
+]
 
 LayerKinds = tuple[type[nn.Module], ...]
-CONV_LINEAR: LayerKinds = (nn.Conv2d, nn.Linear)
+# Every convolution (1-, 2- and 3-D, transposed too) and every Linear, subclasses included.
+CONV_LINEAR: LayerKinds = (nn.modules.conv._ConvNd, nn.Linear)
+# ... and attention, whose input projections are weight matrices of its own.
+WEIGHTED: LayerKinds = (*CONV_LINEAR, nn.MultiheadAttention)
+_KIND_WORDS = {nn.modules.conv._ConvNd: "conv", nn.Linear: "linear", nn.MultiheadAttention: "attention"}
 _SHOWN = 24  # names listed in an error before "… (N in all)"
 
 
@@ -44,9 +58,65 @@ def select_layers(
     return [name for name in names if any(fnmatchcase(name, p) for p in patterns)]
 
 
+def weight_names(module: nn.Module) -> list[str]:
+    """The local names of a layer's weight matrices: `weight`, or attention's input projections.
+
+    MultiheadAttention holds its input projection as one fused `in_proj_weight` (or as
+    `q_proj_weight`, `k_proj_weight`, `v_proj_weight` when key and value widths differ); its
+    output projection is its own Linear child, `out_proj`.
+    """
+    if isinstance(module, nn.MultiheadAttention):
+        names = ["in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"]
+        return [n for n in names if getattr(module, n, None) is not None]
+    return ["weight"] if isinstance(getattr(module, "weight", None), nn.Parameter) else []
+
+
+def called_layers(
+    model: nn.Module, input_shape: tuple[int, ...], names: Iterable[str]
+) -> list[str]:
+    """The layers among `names` that one forward pass calls as modules, in call order.
+
+    A layer whose parent reads its weight directly (MultiheadAttention's `out_proj`) or that
+    the forward pass never reaches is left out. Runs the model (in eval mode, without
+    gradients) on zeros where its parameters are, the meta device included.
+    """
+    import torch
+
+    order: list[str] = []
+    names = list(names)
+
+    def hook_for(name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: Any) -> None:
+            if name not in order:
+                order.append(name)
+
+        return hook
+
+    reference = next(iter(model.parameters()), None)
+    device = reference.device if reference is not None else torch.device("cpu")
+    dtype = reference.dtype if reference is not None else torch.float32
+    modes = [(module, module.training) for module in model.modules()]
+    handles = [model.get_submodule(n).register_forward_pre_hook(hook_for(n)) for n in names]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((2, *input_shape), device=device, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes:
+            module.training = training
+    return order
+
+
+def _kind_words(kinds: LayerKinds) -> str:
+    words = [_KIND_WORDS.get(kind, kind.__name__) for kind in kinds]
+    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+
+
 def no_match_message(pattern: str, names: list[str], kinds: LayerKinds = CONV_LINEAR) -> str:
     """Say that `pattern` matches none of `names`, with a did-you-mean and the names listed."""
-    what = " or ".join(k.__name__ for k in kinds)
+    what = _kind_words(kinds)
     close = difflib.get_close_matches(pattern, names, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     shown = ", ".join(names[:_SHOWN])

@@ -202,7 +202,7 @@ def test_misspelled_exclude_pattern_fails_validation_at_its_line(
     column = text.splitlines()[line - 1].index("fcc") + 1
     assert validated.stderr.strip() == (
         f"{suite}:{line}:{column}: methods[2].params.exclude[1]: with model 'mlp' on "
-        "'synthetic': pattern 'fcc' matches no Conv2d or Linear layer; did you mean 'fc'? "
+        "'synthetic': pattern 'fcc' matches no conv or linear layer; did you mean 'fc'? "
         "(layers: fc1, fc)"
     )
     assert validated.stdout == ""

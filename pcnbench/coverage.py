@@ -1,0 +1,239 @@
+"""The account of coverage: which of a model's parameter tensors a method reduced, and why it
+left each of the others as it was.
+
+A method builds a `Coverage` from the model it was given (before reducing it), marks the
+tensors it reduced and the ones it left dense with a reason, and records `coverage.columns()`.
+Tensors it says nothing about get the conventional reason of their kind (a bias, a
+normalization's scale and shift, an embedding) or, for anything else, "<module type> is not
+supported by <method>": no tensor goes unaccounted. Works on a model built on the meta device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Coverage", "LeftDense", "Reason", "coverage_of"]
+
+
+class Reason:
+    """The reasons a tensor stays dense, in the words results and warnings use."""
+
+    BIAS = "bias (left dense by convention)"
+    NORMALIZATION = "normalization (left dense by convention)"
+    EMBEDDING = "embedding (left dense unless the suite selects it)"
+    PATTERN = "excluded by the suite's layer patterns"
+    FIRST_LAYER = "first layer (reads the network input)"
+    NOT_CALLED = "not called as a module in the forward pass"
+
+    @staticmethod
+    def would_grow(before: int, after: int) -> str:
+        """A layer left dense because its transform would hold more parameters than it does."""
+        return f"would add parameters ({before:,} dense → {after:,} transformed)"
+
+    @staticmethod
+    def grouped(groups: int) -> str:
+        """A grouped (e.g. depthwise) convolution a transform cannot rewrite."""
+        return f"grouped convolution (groups={groups})"
+
+    @staticmethod
+    def unsupported(module: str, method: str) -> str:
+        """A module type the method does not reduce."""
+        return f"{module}: not supported by {method}"
+
+
+# Tensors listed one by one in a result's `left_dense`; the rest are summed up by reason.
+LISTED = 20
+# A warning names this many of the largest left-dense tensors.
+NAMED = 3
+
+
+def _is_normalization(module: nn.Module) -> bool:
+    from torch import nn
+
+    kinds: tuple[type[nn.Module], ...] = (
+        nn.modules.batchnorm._NormBase,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        nn.LocalResponseNorm,
+    )
+    rms = getattr(nn, "RMSNorm", None)
+    return isinstance(module, kinds + ((rms,) if rms is not None else ()))
+
+
+@dataclass(frozen=True)
+class LeftDense:
+    """One tensor a method left as it was: its qualified name, size and the reason."""
+
+    name: str
+    params: int
+    reason: str
+
+
+class Coverage:
+    """Every parameter tensor of a model, each reduced by `method` or left dense with a reason.
+
+    Build it from the model before the method changes it; name tensors by their qualified
+    parameter names (`layer1.0.conv1.weight`, `encoder.layers.0.self_attention.in_proj_weight`).
+    A tensor shared by several modules is counted once, under its first name.
+    """
+
+    def __init__(self, model: nn.Module, method: str) -> None:
+        self.method = method
+        self._size: dict[str, int] = {}
+        self._default: dict[str, str] = {}
+        self._alias: dict[str, str] = {}
+        seen: dict[int, str] = {}
+        for module_name, module in model.named_modules():
+            for local, param in module.named_parameters(recurse=False):
+                name = f"{module_name}.{local}" if module_name else local
+                first = seen.setdefault(id(param), name)
+                if first != name:
+                    self._alias[name] = first
+                    continue
+                self._size[name] = param.numel()
+                self._default[name] = self._conventional(module, local)
+        self._reduced: set[str] = set()
+        self._dense: dict[str, str] = {}
+
+    def _conventional(self, module: nn.Module, local: str) -> str:
+        from torch import nn
+
+        if local == "bias" or local.endswith("_bias"):
+            return Reason.BIAS
+        if _is_normalization(module):
+            return Reason.NORMALIZATION
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            return Reason.EMBEDDING
+        return Reason.unsupported(f"{type(module).__name__}.{local}", self.method)
+
+    def _key(self, name: str) -> str:
+        name = self._alias.get(name, name)
+        if name not in self._size:
+            raise KeyError(f"the model has no parameter {name!r}")
+        return name
+
+    @property
+    def tensors(self) -> dict[str, int]:
+        """Every parameter tensor's qualified name and size, in model order."""
+        return dict(self._size)
+
+    @property
+    def total(self) -> int:
+        """Parameters of the model (each shared tensor once)."""
+        return sum(self._size.values())
+
+    def reduce(self, *names: str) -> None:
+        """Mark tensors as reduced by the method."""
+        for name in names:
+            key = self._key(name)
+            self._dense.pop(key, None)
+            self._reduced.add(key)
+
+    def leave(self, name: str, reason: str) -> None:
+        """Mark a tensor as left dense, for `reason` (e.g. `Reason.PATTERN`)."""
+        key = self._key(name)
+        self._reduced.discard(key)
+        self._dense[key] = reason
+
+    def leave_module(self, module_name: str, reason: str, biases: bool = False) -> None:
+        """Leave a module's own weight tensors dense (its biases too when `biases`)."""
+        prefix = f"{module_name}." if module_name else ""
+        for name in self._size:
+            local = name[len(prefix) :]
+            if not name.startswith(prefix) or "." in local:
+                continue
+            if biases or self._default[name] != Reason.BIAS:
+                self.leave(name, reason)
+
+    def reason(self, name: str) -> str | None:
+        """Why a tensor stays dense (None when the method reduced it)."""
+        key = self._key(name)
+        if key in self._reduced:
+            return None
+        return self._dense.get(key, self._default[key])
+
+    @property
+    def reduced(self) -> int:
+        """Parameters in the tensors the method reduced (before reduction)."""
+        return sum(self._size[name] for name in self._reduced)
+
+    @property
+    def fraction(self) -> float:
+        """Share of the model's parameters in tensors the method reduced."""
+        total = self.total
+        return self.reduced / total if total else 0.0
+
+    def left_dense(self) -> list[LeftDense]:
+        """Every tensor left dense, the largest first (model order among equals)."""
+        rows = [
+            LeftDense(name, size, self.reason(name) or "")
+            for name, size in self._size.items()
+            if name not in self._reduced
+        ]
+        return sorted(rows, key=lambda row: -row.params)
+
+    def by_reason(self) -> dict[str, tuple[int, int]]:
+        """Reason → (tensors, parameters) left dense for it, the most parameters first."""
+        totals: dict[str, tuple[int, int]] = {}
+        for row in self.left_dense():
+            count, params = totals.get(row.reason, (0, 0))
+            totals[row.reason] = (count + 1, params + row.params)
+        return dict(sorted(totals.items(), key=lambda item: -item[1][1]))
+
+    def unexplained(self, conventional: bool = False) -> list[LeftDense]:
+        """Left-dense tensors beyond the conventional ones and the suite's own patterns.
+
+        These are what a user may not expect: a module type the method does not support, a
+        layer whose transform would grow it, a grouped convolution, and so on.
+        """
+        routine = {Reason.BIAS, Reason.NORMALIZATION, Reason.EMBEDDING, Reason.PATTERN}
+        return [row for row in self.left_dense() if conventional or row.reason not in routine]
+
+    def columns(self) -> dict[str, Any]:
+        """The result columns: `coverage` (share of parameters reduced) and `left_dense`.
+
+        `left_dense` lists the `LISTED` largest left-dense tensors (name, params, reason) and,
+        when there are more, one row per reason summing up the rest: bounded in size whatever
+        the model.
+        """
+        rows = self.left_dense()
+        listed: list[dict[str, Any]] = [
+            {"tensor": row.name, "params": row.params, "reason": row.reason}
+            for row in rows[:LISTED]
+        ]
+        rest: dict[str, tuple[int, int]] = {}
+        for row in rows[LISTED:]:
+            count, params = rest.get(row.reason, (0, 0))
+            rest[row.reason] = (count + 1, params + row.params)
+        for reason, (count, params) in sorted(rest.items(), key=lambda item: -item[1][1]):
+            listed.append({"tensor": f"{count} more tensors", "params": params, "reason": reason})
+        return {"coverage": self.fraction, "left_dense": listed}
+
+    def summary(self, limit: int = NAMED) -> str:
+        """One line: the share reduced, then the largest unexpected left-dense tensors."""
+        text = f"{self.method} reduces {self.fraction:.1%} of the model's parameters"
+        odd = self.unexplained()
+        if odd:
+            named = "; ".join(f"{r.name} ({r.params:,}): {r.reason}" for r in odd[:limit])
+            more = f"; … {len(odd) - limit} more" if len(odd) > limit else ""
+            text += f"; left dense: {named}{more}"
+        return text
+
+
+def coverage_of(
+    model: nn.Module,
+    method: str,
+    reduced: Iterable[str] = (),
+    dense: Mapping[str, str] | None = None,
+) -> Coverage:
+    """A `Coverage` of `model` with `reduced` tensors and `dense` tensor → reason filled in."""
+    account = Coverage(model, method)
+    account.reduce(*reduced)
+    for name, reason in (dense or {}).items():
+        account.leave(name, reason)
+    return account
