@@ -28,7 +28,11 @@ LayerKinds = tuple[type[nn.Module], ...]
 CONV_LINEAR: LayerKinds = (nn.modules.conv._ConvNd, nn.Linear)
 # ... and attention, whose input projections are weight matrices of its own.
 WEIGHTED: LayerKinds = (*CONV_LINEAR, nn.MultiheadAttention)
-_KIND_WORDS = {nn.modules.conv._ConvNd: "conv", nn.Linear: "linear", nn.MultiheadAttention: "attention"}
+_KIND_WORDS = {
+    nn.modules.conv._ConvNd: "conv",
+    nn.Linear: "linear",
+    nn.MultiheadAttention: "attention",
+}
 _SHOWN = 24  # names listed in an error before "… (N in all)"
 
 
@@ -85,7 +89,7 @@ def called_layers(
     order: list[str] = []
     names = list(names)
 
-    def hook_for(name: str):  # noqa: ANN202
+    def hook_for(name: str):
         def hook(module: nn.Module, args: Any) -> None:
             if name not in order:
                 order.append(name)
