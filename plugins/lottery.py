@@ -21,9 +21,11 @@ from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
     attach_masks,
+    current_weights,
     imp_masks,
     layer_densities,
-    prunable_layers,
+    prunable_weights,
+    pruning_coverage,
 )
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from pcnbench.api import ReportData, ReportFigure, Session
+    from pcnbench.api import Coverage, ReportData, ReportFigure, Session
 
 
 def _canonical_rewind(value: Any) -> str:
@@ -63,6 +65,9 @@ class LotteryParams(Params):
         "optimizer at step k, as OpenLTH",
     )
     exclude: Patterns = Field((), description="layer patterns never pruned")
+    include: Patterns = Field(
+        (), description="layers pruned beyond conv, linear and attention (e.g. an Embedding)"
+    )
 
 
 class Lottery(Method):
@@ -105,8 +110,14 @@ class Lottery(Method):
         return EpochPlan(trunk=(k, total) if k else (total,), own=own, why=why)
 
     def check_model(self, params: LotteryParams, model: nn.Module) -> None:
-        """Every `exclude` pattern names a conv or linear layer, and some layer is left to prune."""
-        prunable_layers(model, params.exclude)
+        """Every `exclude` and `include` pattern names a layer, and some weight is left to prune."""
+        prunable_weights(model, params.exclude, params.include)
+
+    def plan_coverage(
+        self, params: LotteryParams, model: nn.Module, input_shape: tuple[int, ...]
+    ) -> Coverage:
+        """Every conv, linear and attention weight but those `exclude` names, and `include`'s."""
+        return pruning_coverage(model, self.name, params.exclude, params.include)
 
     def run(self, session: Session, params: LotteryParams) -> None:
         """Level 0 dense, then `levels` rounds of prune, rewind, retrain, record."""
@@ -119,7 +130,8 @@ class Lottery(Method):
                 f"{params.rewind} is step {k}, not before the end of training at step "
                 f"{session.total_steps}",
             )
-        prunable_layers(session.model, params.exclude)  # as check_model: fail before training
+        # as check_model: fail before training; the account is of the model as it started
+        account = pruning_coverage(session.model, self.name, params.exclude, params.include)
         enforce = MaskEnforcer(session)
         session.add_step_hook(enforce)
         if k > 0:
@@ -130,15 +142,14 @@ class Lottery(Method):
         masks = None
         for level in range(1, params.levels + 1):
             with session.phase("prune", kind="transform"):
-                layers = prunable_layers(session.model, params.exclude)
-                weights = {name: layer.weight for name, layer in layers.items()}
-                masks = imp_masks(weights, params.rate, masks)
+                layers = prunable_weights(session.model, params.exclude, params.include)
+                masks = imp_masks(current_weights(layers), params.rate, masks)
                 session.restore(start)
                 if not params.rewind_optimizer:
                     # OpenLTH builds a new optimizer for every level's run from step k; the
                     # setter does that (the schedule and data order follow the step, still k).
                     session.model = session.model
-                attach_masks(prunable_layers(session.model, params.exclude), masks)
+                attach_masks(prunable_weights(session.model, params.exclude, params.include), masks)
                 enforce.refresh()
             session.train(until="end")
             session.record(
@@ -146,6 +157,7 @@ class Lottery(Method):
                 rewind_step=k,
                 level0_accuracy=level0_accuracy,
                 layer_densities=layer_densities(session.model),
+                **account.columns(),
             )
 
     def figures(self, data: ReportData, colors: Mapping[str, str]) -> list[ReportFigure]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,9 +32,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pcnbench.api import Recipe, Session
+    from pcnbench.api import Coverage, Recipe, Session
 
-    Layer = nn.Conv2d | nn.Linear
+    Layer = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
 
 # torch is imported inside the functions that use it: registering the plugin and validating
 # its parameters need none.
@@ -50,12 +49,21 @@ __all__ = [
     "default_layers",
     "factorize_layer",
     "layer_matrix",
+    "lowrank_coverage",
     "lowrank_layers",
     "lowrank_transform",
     "parse_rank",
+    "unsupported",
 ]
 
 Scheme = Literal["channel", "spatial"]
+
+
+def _kinds() -> tuple[type[nn.Module], ...]:
+    from torch import nn
+
+    return (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
+
 
 _RANK = re.compile(r"^\s*(?:(?P<kind>[er])(?P<value>[0-9.eE+-]+)|(?P<count>\d+))\s*$")
 # A ratio times a width is often a hair above an integer in binary (0.3·10); don't round it up.
@@ -122,17 +130,17 @@ def choose_rank(singular_values: torch.Tensor, rule: RankRule | str | int) -> in
 def layer_matrix(layer: Layer, scheme: Scheme = "channel") -> torch.Tensor:
     """The matrix whose SVD a scheme truncates.
 
-    Linear: the weight (out × in). Conv, channel: (out × in·kh·kw). Conv, spatial:
-    M[(i, y), (o, x)] = W[o, i, y, x], shaped (in·kh × out·kw).
+    Linear: the weight (out × in). Conv (1-, 2- or 3-D), channel: (out × in·k…). Conv2d,
+    spatial: M[(i, y), (o, x)] = W[o, i, y, x], shaped (in·kh × out·kw).
     """
     from torch import nn
 
     weight = layer.weight.detach()
     if isinstance(layer, nn.Linear):
         return weight
-    out_channels, in_channels, kh, kw = weight.shape
     if scheme == "channel":
-        return weight.reshape(out_channels, in_channels * kh * kw)
+        return weight.reshape(weight.shape[0], -1)
+    out_channels, in_channels, kh, kw = weight.shape
     return weight.permute(1, 2, 0, 3).reshape(in_channels * kh, out_channels * kw)
 
 
@@ -163,13 +171,14 @@ def factorize_layer(
     """Two layers computing the best rank-r approximation of `layer` (original untouched).
 
     The SVD runs in float64; the factors get √σ each and the layer's dtype and device.
-    Grouped convolutions are not supported (ValueError).
+    Layers `unsupported` names a reason for raise ValueError with it.
     """
     import torch
     from torch import nn
 
-    if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-        raise ValueError(f"grouped convolution (groups={layer.groups}) cannot be factorized")
+    reason = unsupported(layer, scheme)
+    if reason is not None:
+        raise ValueError(f"cannot factorize: {reason}")
     u, s, vh = torch.linalg.svd(layer_matrix(layer, scheme).double(), full_matrices=False)
     r = choose_rank(s, rank)
     root = s[:r].sqrt()
@@ -195,14 +204,35 @@ def _like(layer: Layer, kind: type[nn.Module], *args: Any, **kwargs: Any) -> Any
     return kind(*args, **kwargs, device=weight.device, dtype=weight.dtype)
 
 
-def _channel_pair(
-    conv: nn.Conv2d, r: int, left: torch.Tensor, right: torch.Tensor
-) -> tuple[nn.Conv2d, nn.Conv2d, tuple[torch.Tensor, torch.Tensor]]:
+def unsupported(layer: nn.Module, scheme: Scheme = "channel") -> str | None:
+    """Why `layer` cannot be factorized (None when it can)."""
     from torch import nn
 
+    from pcnbench.api import Reason
+
+    if isinstance(layer, nn.Linear):
+        return None
+    if isinstance(layer, nn.MultiheadAttention):
+        return (
+            "attention's input projection is computed inside MultiheadAttention's own forward "
+            "(fused, or by a single kernel), which a factorized pair of layers cannot replace"
+        )
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if layer.groups != 1:
+            return Reason.grouped(layer.groups)
+        if scheme == "spatial" and not isinstance(layer, nn.Conv2d):
+            return f"the spatial scheme splits 2-D kernels; {type(layer).__name__} has none"
+        return None
+    return Reason.unsupported(type(layer).__name__, "lowrank")
+
+
+def _channel_pair(
+    conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, r: int, left: torch.Tensor, right: torch.Tensor
+) -> tuple[nn.Module, nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    kind = _conv_kind(conv)
     first = _like(
         conv,
-        nn.Conv2d,
+        kind,
         conv.in_channels,
         r,
         conv.kernel_size,
@@ -212,8 +242,18 @@ def _channel_pair(
         bias=False,
         padding_mode=conv.padding_mode,
     )
-    second = _like(conv, nn.Conv2d, r, conv.out_channels, 1, bias=conv.bias is not None)
+    second = _like(conv, kind, r, conv.out_channels, 1, bias=conv.bias is not None)
     return first, second, (right, left)
+
+
+def _conv_kind(conv: nn.Module) -> type[nn.Module]:
+    """The torch conv class a conv subclass is (its factors are plain convs of that rank)."""
+    from torch import nn
+
+    for kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        if isinstance(conv, kind):
+            return kind
+    raise TypeError(f"not a convolution: {type(conv).__name__}")
 
 
 def _spatial_pair(
@@ -264,14 +304,16 @@ def _count(module: nn.Module) -> int:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """Every nn.Conv2d and nn.Linear but the first and the last registered.
+    """Every conv, linear and attention layer but the first and the last conv or linear.
 
     The first sees the input and is too thin to save much; the last makes the logits, and a
     rank below the class count would cap what the classifier can tell apart.
     """
     from pcnbench.api import layer_names
 
-    return layer_names(model)[1:-1]
+    ends = layer_names(model)
+    ends = {ends[0], ends[-1]} if ends else set()
+    return [name for name in layer_names(model, _kinds()) if name not in ends]
 
 
 def lowrank_layers(model: nn.Module, patterns: Sequence[str] | None = None) -> list[str]:
@@ -284,7 +326,7 @@ def lowrank_layers(model: nn.Module, patterns: Sequence[str] | None = None) -> l
 
     if patterns is None:
         return default_layers(model)
-    return select_layers(model, patterns, key="layers")
+    return select_layers(model, patterns, key="layers", kinds=_kinds())
 
 
 @dataclass
@@ -302,23 +344,29 @@ def lowrank_transform(
     scheme: Scheme = "channel",
     layers: Sequence[str] | None = None,
     only_if_smaller: bool = True,
+    input_shape: tuple[int, ...] | None = None,
 ) -> LowRankResult:
     """Factorize the selected layers of a deep copy of `model` (see `factorize_layer`).
 
     A layer stays dense when its two factors would hold at least as many parameters as it
-    does (unless `only_if_smaller` is false, e.g. to check exactness at full rank), or when it
-    is a grouped convolution (with a warning); `skipped` says which and why.
+    does (unless `only_if_smaller` is false, e.g. to check exactness at full rank), when
+    `unsupported` names a reason (a grouped convolution, attention), or, given the
+    `input_shape` of one sample, when the forward pass does not call it as a module (its
+    parent reads its weight: replacing it would change nothing); `skipped` says which and why.
     """
-    from torch import nn
+    from pcnbench.api import Reason, called_layers
 
     rule = parse_rank(rank)
     new = copy.deepcopy(model)
     result = LowRankResult(new)
-    for name in lowrank_layers(new, layers):
+    selected = lowrank_layers(new, layers)
+    called = set(called_layers(new, input_shape, selected)) if input_shape else set(selected)
+    for name in selected:
         layer = new.get_submodule(name)
-        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-            reason = f"grouped convolution (groups={layer.groups}) left dense"
-            warnings.warn(f"lowrank: {name}: {reason}", stacklevel=2)
+        reason = unsupported(layer, scheme)
+        if reason is None and name not in called:
+            reason = Reason.NOT_CALLED
+        if reason is not None:
             result.skipped[name] = reason
             continue
         factorized = factorize_layer(layer, rule, scheme)
@@ -342,6 +390,40 @@ def lowrank_transform(
             }
         )
     return result
+
+
+def lowrank_coverage(
+    model: nn.Module, patterns: Sequence[str] | None, result: LowRankResult | None = None
+) -> Coverage:
+    """What factorizing `model` reduces and leaves dense, and why (a prediction without `result`).
+
+    Without a result every selected layer that `unsupported` accepts counts as reduced: the
+    rank, and so whether it saves anything, depends on the weights.
+    """
+    from pcnbench.api import Coverage, Reason, layer_names, weight_names
+
+    account = Coverage(model, "lowrank")
+    names = layer_names(model, _kinds())
+    selected = set(lowrank_layers(model, patterns))
+    convs_linears = layer_names(model)
+    for name in names:
+        module = model.get_submodule(name)
+        if name in selected:
+            skipped = result.skipped.get(name) if result is not None else unsupported(module)
+        elif patterns is not None:
+            skipped = Reason.PATTERN
+        elif convs_linears and name == convs_linears[0]:
+            skipped = "first layer (reads the network input; left dense by default)"
+        elif convs_linears and name == convs_linears[-1]:
+            skipped = "last layer (makes the logits; left dense by default)"
+        else:
+            skipped = unsupported(module) or Reason.PATTERN
+        for param in weight_names(module):
+            if skipped is None:
+                account.reduce(f"{name}.{param}")
+            else:
+                account.leave(f"{name}.{param}", skipped)
+    return account
 
 
 class LowRankParams(Params):
@@ -472,8 +554,25 @@ class LowRank(Method):
         return EpochPlan(trunk=(at,), own=total - at, why=why)
 
     def check_model(self, params: LowRankParams, model: nn.Module) -> None:
-        """Every `layers` pattern names a conv or linear layer of the model."""
+        """Every `layers` pattern names a conv, linear or attention layer of the model."""
         lowrank_layers(model, params.layers)
+
+    def plan_coverage(
+        self, params: LowRankParams, model: nn.Module, input_shape: tuple[int, ...]
+    ) -> Coverage:
+        """The selected layers lowrank can factorize (whether a rank saves anything is open)."""
+        from pcnbench.api import Reason, called_layers
+
+        result = LowRankResult(model)
+        selected = lowrank_layers(model, params.layers)
+        called = set(called_layers(model, input_shape, selected))
+        for name in selected:
+            reason = unsupported(model.get_submodule(name), params.scheme)
+            if reason is None and name not in called:
+                reason = Reason.NOT_CALLED
+            if reason is not None:
+                result.skipped[name] = reason
+        return lowrank_coverage(model, params.layers, result)
 
     def run(self, session: Session, params: LowRankParams) -> None:
         """Train to `at_epoch`, factorize, then train to the end (or fine-tune after `end`)."""
@@ -482,7 +581,14 @@ class LowRank(Method):
         session.train(until="end" if after_training else params.at_epoch)
         acc_before = session.evaluate()["accuracy"]
         with session.phase("lowrank_factorize", kind="transform"):
-            result = lowrank_transform(session.model, params.rank, params.scheme, params.layers)
+            account_of = session.model
+            result = lowrank_transform(
+                session.model,
+                params.rank,
+                params.scheme,
+                params.layers,
+                input_shape=session.input_shape,
+            )
         session.model = result.model
         acc_after = session.evaluate()["accuracy"]
         if not after_training:
@@ -495,6 +601,7 @@ class LowRank(Method):
             acc_after_transform=acc_after,
             lowrank_layers=result.layers,
             lowrank_skipped=result.skipped,
+            **lowrank_coverage(account_of, params.layers, result).columns(),
         )
 
 

@@ -20,9 +20,11 @@ from pcnbench.hookspecs import Register, hookimpl
 
 from .pruning import (
     attach_masks,
+    current_weights,
     layer_densities,
     magnitude_masks,
-    prunable_layers,
+    prunable_weights,
+    pruning_coverage,
     zhu_gupta_sparsity,
     zhu_gupta_update_steps,
 )
@@ -30,7 +32,7 @@ from .pruning import (
 if TYPE_CHECKING:
     from torch import nn
 
-    from pcnbench.api import MaskEnforcer, Session
+    from pcnbench.api import Coverage, MaskEnforcer, Session
 
 ONESHOT_FINETUNE_EPOCHS = 10
 
@@ -65,6 +67,9 @@ class MagnitudeParams(Params):
     frequency: int = Field(100, ge=1, description="gradual: steps between mask updates (Δt)")
     initial_sparsity: float = Field(0.0, ge=0, lt=1, description="gradual: s_i at start_epoch")
     exclude: Patterns = Field((), description="layer patterns never pruned (e.g. fc)")
+    include: Patterns = Field(
+        (), description="layers pruned beyond conv, linear and attention (e.g. an Embedding)"
+    )
 
     @model_validator(mode="after")
     def _initial_below_final(self) -> MagnitudeParams:
@@ -129,14 +134,21 @@ class Magnitude(Method):
         return EpochPlan(trunk=(start,), own=total - start + ft, why=why)
 
     def check_model(self, params: MagnitudeParams, model: nn.Module) -> None:
-        """Every `exclude` pattern names a conv or linear layer, and some layer is left to prune."""
-        prunable_layers(model, params.exclude)
+        """Every `exclude` and `include` pattern names a layer, and some weight is left to prune."""
+        prunable_weights(model, params.exclude, params.include)
+
+    def plan_coverage(
+        self, params: MagnitudeParams, model: nn.Module, input_shape: tuple[int, ...]
+    ) -> Coverage:
+        """Every conv, linear and attention weight but those `exclude` names, and `include`'s."""
+        return pruning_coverage(model, self.name, params.exclude, params.include)
 
     def run(self, session: Session, params: MagnitudeParams) -> None:
         """Prune (one-shot or gradual), fine-tune, record."""
         from pcnbench.api import MaskEnforcer, mask_density  # torch: imported when it runs
 
-        prunable_layers(session.model, params.exclude)  # as check_model: fail before training
+        # as check_model: fail before training; the account is of the model as it started
+        account = pruning_coverage(session.model, self.name, params.exclude, params.include)
         enforce = MaskEnforcer(session)
         session.add_step_hook(enforce)
         extra: dict[str, object]
@@ -154,6 +166,7 @@ class Magnitude(Method):
             schedule=params.schedule,
             finetune_epochs=epochs,
             layer_densities=layer_densities(session.model),
+            **account.columns(),
             **extra,
         )
 
@@ -163,8 +176,8 @@ class Magnitude(Method):
         session.train(until="end")
         before = session.evaluate()["accuracy"]
         with session.phase("prune", kind="transform"):
-            layers = prunable_layers(session.model, params.exclude)
-            weights = {name: layer.weight for name, layer in layers.items()}
+            layers = prunable_weights(session.model, params.exclude, params.include)
+            weights = current_weights(layers)
             attach_masks(layers, magnitude_masks(weights, params.sparsity, params.scope))
             enforce.refresh()
         after = session.evaluate()["accuracy"]
@@ -179,8 +192,8 @@ class Magnitude(Method):
     ) -> dict[str, object]:
         start = params.start_epoch * session.steps_per_epoch
         end = end_epoch(params, session.recipe) * session.steps_per_epoch
-        layers = prunable_layers(session.model, params.exclude)
-        weights = {name: layer.weight for name, layer in layers.items()}
+        layers = prunable_weights(session.model, params.exclude, params.include)
+        weights = current_weights(layers)
         masks = None
         # One metered phase: the many short train() calls between updates are one training run.
         with session.phase("train", kind="train"):

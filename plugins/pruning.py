@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pcnbench.api import ParamError
 
@@ -19,18 +19,23 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from pcnbench.api import Coverage
+
 # torch and the API's torch-using helpers are imported inside the functions that use them,
 # so that loading the `magnitude` and `lottery` plugins does not import torch.
 
 __all__ = [
+    "Prunable",
     "attach_masks",
     "ceil_prune_count",
+    "current_weights",
     "global_magnitude_masks",
     "imp_masks",
     "layer_densities",
     "layerwise_magnitude_masks",
     "magnitude_masks",
-    "prunable_layers",
+    "prunable_weights",
+    "pruning_coverage",
     "zhu_gupta_sparsity",
     "zhu_gupta_update_steps",
 ]
@@ -38,20 +43,66 @@ __all__ = [
 Scope = Literal["global", "layer"]
 
 
-def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, nn.Module]:
-    """Conv2d and Linear layers by qualified name, minus those matching an `exclude` glob.
+class Prunable(NamedTuple):
+    """One weight tensor a pruning method may mask: its module, local and qualified names."""
 
-    Raises ParamError("exclude", ...) for a pattern that matches no conv or linear layer
-    (`pcnbench.api.select_layers`) and when nothing is left to prune. Reads no weights, so it
-    works on a model built on the meta device.
+    module: nn.Module
+    param_name: str  # `weight`, or attention's `in_proj_weight` (and q/k/v_proj_weight)
+    qualified: str  # the parameter's name in the model, as `Coverage` takes it
+
+
+def prunable_weights(
+    model: nn.Module, exclude: Sequence[str] = (), include: Sequence[str] = ()
+) -> dict[str, Prunable]:
+    """The weight tensors to prune, by key: every conv's and linear's `weight` and attention's
+    input projections, plus the weights of the layers `include` selects (an Embedding, say),
+    minus the layers an `exclude` glob matches.
+
+    Keys are layer names for a `weight` (`layer1.0.conv1`) and `layer.param` otherwise
+    (`encoder.layers.0.self_attention.in_proj_weight`). A pattern that matches no layer
+    raises ParamError naming it (`pcnbench.api.select_layers`), as does excluding every
+    weight. Reads no weights, so it works on a model built on the meta device.
     """
-    from pcnbench.api import layer_names, select_layers
+    from torch import nn
 
-    excluded = set(select_layers(model, exclude, key="exclude"))
-    kept = {name: model.get_submodule(name) for name in layer_names(model) if name not in excluded}
+    from pcnbench.api import layer_names, select_layers, weight_names
+
+    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
+    excluded = set(select_layers(model, exclude, key="exclude", kinds=kinds))
+    extra = (nn.Embedding, nn.EmbeddingBag, *kinds)
+    included = set(select_layers(model, include, key="include", kinds=extra))
+    kept: dict[str, Prunable] = {}
+    for name in layer_names(model, extra):
+        if name in excluded or not (
+            isinstance(model.get_submodule(name), kinds) or name in included
+        ):
+            continue
+        module = model.get_submodule(name)
+        for param in weight_names(module):
+            key = name if param == "weight" else f"{name}.{param}"
+            kept[key] = Prunable(module, param, f"{name}.{param}")
     if not kept:
-        raise ParamError("exclude", "excludes every conv and linear layer; nothing to prune")
+        raise ParamError(
+            "exclude", "excludes every conv, linear and attention layer; nothing to prune"
+        )
     return kept
+
+
+def pruning_coverage(
+    model: nn.Module, method: str, exclude: Sequence[str] = (), include: Sequence[str] = ()
+) -> Coverage:
+    """What pruning `model` with these patterns reduces and what it leaves dense, and why."""
+    from torch import nn
+
+    from pcnbench.api import Coverage, Reason, select_layers, weight_names
+
+    account = Coverage(model, method)
+    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
+    for name in select_layers(model, exclude, key="exclude", kinds=kinds):
+        for param in weight_names(model.get_submodule(name)):
+            account.leave(f"{name}.{param}", Reason.PATTERN)
+    account.reduce(*(p.qualified for p in prunable_weights(model, exclude, include).values()))
+    return account
 
 
 def _current_masks(
@@ -162,19 +213,27 @@ def zhu_gupta_update_steps(start_step: int, end_step: int, frequency: int) -> li
     return [*steps, end_step]
 
 
-def attach_masks(layers: Mapping[str, nn.Module], masks: Mapping[str, torch.Tensor]) -> None:
-    """Set each layer's weight mask (zeroing the pruned weights)."""
+def attach_masks(weights: Mapping[str, Prunable], masks: Mapping[str, torch.Tensor]) -> None:
+    """Set each weight's mask (zeroing the pruned weights)."""
     from pcnbench.api import set_mask
 
-    for name, mask in masks.items():
-        set_mask(layers[name], "weight", mask)
+    for key, mask in masks.items():
+        set_mask(weights[key].module, weights[key].param_name, mask)
 
 
 def layer_densities(model: nn.Module) -> dict[str, float]:
-    """Fraction of weights kept in each masked layer, by qualified layer name."""
+    """Fraction of weights kept in each masked tensor, keyed as `prunable_weights` keys them."""
     from pcnbench.api import masked_parameters
 
     return {
-        m.module_name: int(m.mask.count_nonzero()) / m.mask.numel()
+        m.module_name if m.param_name == "weight" else f"{m.module_name}.{m.param_name}": int(
+            m.mask.count_nonzero()
+        )
+        / m.mask.numel()
         for m in masked_parameters(model)
     }
+
+
+def current_weights(weights: Mapping[str, Prunable]) -> dict[str, torch.Tensor]:
+    """The tensors behind `prunable_weights`, by the same keys."""
+    return {key: getattr(p.module, p.param_name) for key, p in weights.items()}

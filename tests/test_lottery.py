@@ -19,7 +19,12 @@ from pcnbench.errors import SuiteError
 from pcnbench.session import Session
 from pcnbench.suite import load_suite
 from pcnbench_plugins.lottery import Lottery, LotteryParams, rewind_step
-from pcnbench_plugins.pruning import ceil_prune_count, imp_masks, prunable_layers
+from pcnbench_plugins.pruning import (
+    ceil_prune_count,
+    current_weights,
+    imp_masks,
+    prunable_weights,
+)
 from tests.conftest import BASE_SUITE
 from tests.nets import convnet, image_splits
 
@@ -48,7 +53,7 @@ def test_ceil_prune_count_rounds_up_the_decimal_product() -> None:
 
 
 def test_each_level_equals_torch_global_unstructured_and_density_follows_the_ceil_rule() -> None:
-    ours = {name: m.weight.detach() for name, m in prunable_layers(convnet()).items()}
+    ours = {k: w.detach() for k, w in current_weights(prunable_weights(convnet())).items()}
     theirs = copy.deepcopy(convnet())
     params = [(theirs[i], "weight") for i in (0, 3, 6)]
     masks = None
@@ -305,7 +310,9 @@ def test_check_model_rejects_bad_exclude_patterns_on_a_meta_model() -> None:
     with torch.device("meta"):
         model = convnet()
     Lottery().check_model(LotteryParams(levels=1, exclude="6"), model)
-    with pytest.raises(ParamError, match="pattern '7' matches no conv or linear layer") as info:
+    with pytest.raises(
+        ParamError, match="pattern '7' matches no conv, linear or attention layer"
+    ) as info:
         Lottery().check_model(LotteryParams(levels=1, exclude="6, 7"), model)
     assert (info.value.key, "(layers: 0, 3, 6)" in info.value.message) == ("exclude", True)
     with pytest.raises(ParamError, match="nothing to prune"):

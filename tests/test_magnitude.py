@@ -21,7 +21,8 @@ from pcnbench_plugins.pruning import (
     attach_masks,
     layer_densities,
     magnitude_masks,
-    prunable_layers,
+    current_weights,
+    prunable_weights,
     zhu_gupta_sparsity,
     zhu_gupta_update_steps,
 )
@@ -42,7 +43,7 @@ def recipe(epochs: int = 4, **overrides: object) -> Recipe:
 
 
 def weights_of(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    return {name: m.weight for name, m in prunable_layers(model, exclude).items()}
+    return current_weights(prunable_weights(model, exclude))
 
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.83, 0.97])
@@ -89,13 +90,15 @@ def test_exclude_leaves_matching_layers_dense_and_accepts_a_comma_separated_stri
     params = MagnitudeParams(sparsity=0.5, exclude="6, 0")
     assert params.exclude == ("6", "0")
     assert MagnitudeParams(sparsity=0.5, exclude=["6"]).exclude == ("6",)
-    assert list(prunable_layers(convnet(), params.exclude)) == ["3"]
-    with pytest.raises(ParamError, match="pattern 'fc' matches no conv or linear layer") as info:
-        prunable_layers(convnet(), ("6", "fc"))
+    assert list(prunable_weights(convnet(), params.exclude)) == ["3"]
+    with pytest.raises(
+        ParamError, match="pattern 'fc' matches no conv, linear or attention layer"
+    ) as info:
+        prunable_weights(convnet(), ("6", "fc"))
     assert info.value.key == "exclude"
     assert "(layers: 0, 3, 6)" in info.value.message
     with pytest.raises(ParamError, match="nothing to prune") as info:
-        prunable_layers(convnet(), ("*",))
+        prunable_weights(convnet(), ("*",))
     assert info.value.key == "exclude"
 
 
@@ -103,7 +106,9 @@ def test_check_model_rejects_bad_exclude_patterns_on_a_meta_model() -> None:
     with torch.device("meta"):
         model = convnet()
     Magnitude().check_model(MagnitudeParams(sparsity=0.5, exclude="6"), model)
-    with pytest.raises(ParamError, match="pattern 'fc' matches no conv or linear layer") as info:
+    with pytest.raises(
+        ParamError, match="pattern 'fc' matches no conv, linear or attention layer"
+    ) as info:
         Magnitude().check_model(MagnitudeParams(sparsity=0.5, exclude="6, fc"), model)
     assert (info.value.key, "(layers: 0, 3, 6)" in info.value.message) == ("exclude", True)
     with pytest.raises(ParamError, match="nothing to prune"):
@@ -115,7 +120,7 @@ def test_pruned_weights_stay_zero_through_50_steps_with_momentum_and_weight_deca
     enforce = MaskEnforcer(session)
     session.add_step_hook(enforce)
     session.train(until="2it")  # momentum buffers hold every weight's past gradient
-    layers = prunable_layers(session.model)
+    layers = prunable_weights(session.model)
     masks = magnitude_masks(weights_of(session.model), 0.7, "global")
     attach_masks(layers, masks)
     enforce.refresh()
@@ -123,9 +128,9 @@ def test_pruned_weights_stay_zero_through_50_steps_with_momentum_and_weight_deca
     # A replaced model (new identity, its own masks) is enforced too: the hook re-reads pairs.
     session.model = copy.deepcopy(session.model)
     session.train(until="52it")
-    for name, layer in prunable_layers(session.model).items():
-        assert torch.count_nonzero(layer.weight[masks[name] == 0]) == 0, name
-        assert torch.count_nonzero(layer.weight[masks[name] == 1]) == int(masks[name].sum())
+    for name, weight in current_weights(prunable_weights(session.model)).items():
+        assert torch.count_nonzero(weight[masks[name] == 0]) == 0, name
+        assert torch.count_nonzero(weight[masks[name] == 1]) == int(masks[name].sum())
     assert session.steps_trained == 52
     assert layer_densities(session.model) == {
         name: int(m.sum()) / m.numel() for name, m in masks.items()
