@@ -270,12 +270,16 @@ def test_default_layers_skip_the_first_and_patterns_select() -> None:
     assert chosen == select_layers(model, ["blocks.*.conv2", "fc"])
     assert len(chosen) == 10
     assert chosen[-1] == "fc"
-    with pytest.raises(ParamError, match="pattern 'head' matches no conv or linear layer") as info:
+    with pytest.raises(
+        ParamError, match="pattern 'head' matches no conv, linear or attention layer"
+    ) as info:
         lowrank_layers(model, ["head"])
     assert info.value.key == "layers"
     assert "(layers: conv, blocks.0.conv1, blocks.0.conv2, " in info.value.message
     # The transform selects with the same helper, so it fails the same way.
-    with pytest.raises(ParamError, match="pattern 'head' matches no conv or linear layer"):
+    with pytest.raises(
+        ParamError, match="pattern 'head' matches no conv, linear or attention layer"
+    ):
         lowrank_transform(model, "e0.9", layers=["blocks.*.conv2", "head"])
 
 
@@ -288,7 +292,7 @@ def test_check_model_rejects_a_pattern_on_a_meta_model_without_reading_weights()
         LowRank().check_model(LowRankParams(layers="fc, blocks.0.conv3"), model)
     assert info.value.key == "layers"
     assert info.value.message.startswith(
-        "pattern 'blocks.0.conv3' matches no conv or linear layer; "
+        "pattern 'blocks.0.conv3' matches no conv, linear or attention layer; "
         "did you mean 'blocks.0.conv2'? (layers: conv, blocks.0.conv1, "
     )
 
