@@ -7,7 +7,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
 
 from pcnbench.errors import PcnbenchError
 from pcnbench.masks import masked_parameters
@@ -93,32 +96,71 @@ def check_countable(model: nn.Module) -> None:
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Multiply-accumulates of one inference on one sample of shape `input_shape`."""
+    """Multiply-accumulates of one inference on one sample of shape `input_shape`.
+
+    Every operation `torch.utils.flop_counter` has a formula for is counted, attention
+    included: the count runs attention on its plain path (no fused kernel hides its matrix
+    products). An operation reading a masked weight (see `pcnbench.masks`), or a slice of one
+    such as attention's fused input projection, scales with the density of what it reads.
+    """
     modes = [(module, module.training) for module in model.modules()]
     reference = next(iter(model.parameters()), None)
     if reference is None:
         reference = next(iter(model.buffers()), torch.zeros(()))
     dtype = reference.dtype if reference.is_floating_point() else torch.float32
     x = torch.zeros((1, *input_shape), dtype=dtype, device=reference.device)
-    counter = FlopCounterMode(display=False)
+    counter = _MaskedFlops([(m.param, m.mask) for m in masked_parameters(model)])
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
     try:
-        with torch.no_grad(), counter:
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
             model(x)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         # Restore each module's own mode: a model may deliberately mix train and eval parts.
         for module, training in modes:
             module.training = training
-    flops = counter.get_total_flops()
-    # A masked layer's multiply-accumulates scale with its density (zeros cost nothing in theory;
-    # measured latency, reported separately, shows what dense kernels really do).
-    per_module = counter.get_flop_counts()
-    root = type(model).__name__
-    for m in masked_parameters(model):
-        if m.param_name not in ("weight", "weight_orig"):
-            continue  # a layer's multiply-accumulates belong to its weight
-        key = f"{root}.{m.module_name}" if m.module_name else root
-        module_flops = sum(per_module.get(key, {}).values())
-        density = float(m.mask.count_nonzero()) / m.mask.numel()
-        flops -= round(module_flops * (1.0 - density))
-    return int(flops) // 2
+    return int(counter.flops) // 2
+
+
+class _MaskedFlops(TorchDispatchMode):
+    """Counts FLOPs with flop_counter's formulas, each op reading a masked weight scaled by the
+    density of the part it reads (zeros cost nothing in theory; measured latency, reported
+    separately, shows what dense kernels really do)."""
+
+    def __init__(self, masked: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        super().__init__()
+        self.flops = 0
+        self._masked = {p.untyped_storage().data_ptr(): (p, mask) for p, mask in masked}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func.overloadpacket)
+        if formula is None:
+            return out
+        flops = formula(*args, **kwargs, out_val=out)
+        if self._masked:
+            for value in tree_flatten((args, kwargs))[0]:
+                if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+                    continue
+                found = self._masked.get(value.untyped_storage().data_ptr())
+                if found is not None:
+                    flops -= round(flops * (1.0 - _density_of_view(value, *found)))
+                    break
+        self.flops += flops
+        return out
+
+
+def _density_of_view(view: torch.Tensor, param: torch.Tensor, mask: torch.Tensor) -> float:
+    """The share of `view`'s entries (a view of `param`) that `mask` keeps."""
+    if param.is_contiguous() and mask.is_contiguous():
+        offset = view.storage_offset() - param.storage_offset()
+        try:
+            part = mask.as_strided(view.size(), view.stride(), mask.storage_offset() + offset)
+        except RuntimeError:  # a view the mask's storage cannot mirror: the whole mask
+            part = mask
+    else:
+        part = mask
+    return float(part.count_nonzero()) / max(1, part.numel())
