@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -253,17 +254,21 @@ class CellContext:
             hook.on_cell_start(cell=cell)
             window = meters.start(kind="cell") if meters is not None else None
             window_began = time.perf_counter()
-            session = run_method(
-                cell,
-                self.host,
-                data,
-                self.device,
-                on_epoch_end=lambda record: hook.on_epoch_end(cell=cell, record=record),
-                on_progress=on_progress,
-                meters=meters,
-                trunk=self.trunk_cache(cell),
-                checkpoint=self.checkpoint(cell),
-            )
+            # a method's warnings reach the user once each, as lines naming the cell (the
+            # driver prints them), not as Python's warning with a source line per call
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                session = run_method(
+                    cell,
+                    self.host,
+                    data,
+                    self.device,
+                    on_epoch_end=lambda record: hook.on_epoch_end(cell=cell, record=record),
+                    on_progress=on_progress,
+                    meters=meters,
+                    trunk=self.trunk_cache(cell),
+                    checkpoint=self.checkpoint(cell),
+                )
             cell_columns: dict[str, Any] = {}
             if meters is not None:
                 window_s = time.perf_counter() - window_began
@@ -288,6 +293,7 @@ class CellContext:
             phases=list(session.phases),
             wall_time_s=time.perf_counter() - started,
             cell_columns=cell_columns,
+            warnings=list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught)),
         )
 
     def close(self) -> None:

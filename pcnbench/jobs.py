@@ -67,6 +67,7 @@ class Outcome:
     phases: list[Any] = field(default_factory=list)  # PhaseRecords
     wall_time_s: float = 0.0
     cell_columns: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the cell warned of, each once
 
 
 @dataclass

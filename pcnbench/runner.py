@@ -8,6 +8,7 @@ itself: the executor decides where each runs, and every place runs it the same w
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -386,6 +387,11 @@ class _Driver:
                 cell=cell, status="interrupted", results=[], error=outcome.error
             )
             raise HaltError(outcome.error or "the machine could not go on")
+        extra = dict(outcome.cell_columns)
+        if outcome.warnings:
+            extra["warnings"] = outcome.warnings
+            for message in outcome.warnings:  # above any progress bars (rich redirects stderr)
+                print(f"warning: {cell.label}: {message}", file=sys.stderr, flush=True)
         self.store.finish_cell(
             cell.id,
             outcome.status,
@@ -394,7 +400,7 @@ class _Driver:
             phases=outcome.phases,
             error=outcome.error,
             wall_time_s=outcome.wall_time_s,
-            extra=outcome.cell_columns,
+            extra=extra,
         )
         self.runner.host.hook.on_cell_end(
             cell=cell, status=outcome.status, results=outcome.results, error=outcome.error

@@ -587,7 +587,9 @@ class Session:
         """Evaluate and count the current model, append the result row and return it.
 
         `density` is the fraction of masked weights kept when the model has masks (see
-        `pcnbench.masks`), else params / dense_params; `compression` is dense_params / params and
+        `pcnbench.masks`): a share of the masked tensors only, else params / dense_params;
+        `model_density` is always params / dense_params, the whole model's share;
+        `compression` is dense_params / params and
         `speedup` dense_macs / macs (theoretical). Keys in `extra` add or override columns.
         A model holding nan/inf, or a nonzero weight where its mask removed one, is refused
         (PcnbenchError): its counts would not describe the network that was evaluated.
@@ -613,6 +615,7 @@ class Session:
             "macs": macs,
             "dense_macs": self.dense_macs,
             "density": masked if masked is not None else params / self.dense_params,
+            "model_density": params / self.dense_params if self.dense_params else None,
             "compression": self.dense_params / params if params else None,
             "speedup": self.dense_macs / macs if macs else None,
             "train_time_s": self.train_time_s,
