@@ -24,6 +24,7 @@ SUMMARY_COLUMNS = [
     ("status", "status"),
     ("params", "params"),
     ("macs", "MACs"),
+    ("coverage", "reduced"),
     ("accuracy", "test acc"),
     ("train_time_s", "train s"),
     ("epochs_trained", "epochs"),
@@ -91,11 +92,68 @@ def _print_plan(loaded: Any, cells: list, todo: list | None, out: Any, host: Any
         lines.append("epochs per cell, by method setting:\n")
         for label, why in reasons.items():
             lines.extend(f"{line}\n" for line in _wrapped(f"{label}: {why}", width, "  ", "    "))
+    lines.extend(_coverage_lines(loaded, width))
     if lines:
         # Plain text written as is: rich inspects every character it prints, seconds on a
         # large matrix, and these lines hold no markup.
         out.file.writelines(lines)
         out.file.flush()
+    for warning in _coverage_warnings(loaded):
+        print(warning, file=sys.stderr, flush=True)
+
+
+def _coverage_groups(loaded: Any) -> list[tuple[str, list[tuple[Any, Any]]]]:
+    """Each model × method of the suite's coverage (`model, `), with its settings' accounts."""
+    several = len({id(d) for d, *_ in loaded.coverage}) > 1
+    groups: dict[tuple[int, int, str], tuple[str, list[tuple[Any, Any]]]] = {}
+    for dataset, model, method, account in loaded.coverage:
+        where = f"{model.label} on {dataset.label}, " if several else f"{model.label}, "
+        key = (id(dataset), id(model), method.name)
+        groups.setdefault(key, (where, []))[1].append((method, account))
+    return list(groups.values())
+
+
+def _share(account: Any) -> str:
+    return f"{'' if account.exact else 'up to '}{account.fraction:.1%}"
+
+
+def _coverage_lines(loaded: Any, width: int | None) -> list[str]:
+    """The share of each model's parameters each method (or method setting) will reduce."""
+    if not loaded.coverage:
+        return []
+    lines = ["parameters each method will reduce, by model:\n"]
+    for where, settings in _coverage_groups(loaded):
+        shares = {_share(account) for _, account in settings}
+        total = settings[0][1].total
+        if len(shares) == 1:
+            texts = [f"{where}{settings[0][0].name}: {shares.pop()} of {total:,}"]
+        else:  # settings differ (patterns, layers): one line each
+            texts = [f"{where}{m.label}: {_share(a)} of {total:,}" for m, a in settings]
+        for text in texts:
+            lines.extend(f"{line}\n" for line in _wrapped(text, width, "  ", "    "))
+    return lines
+
+
+def _coverage_warnings(loaded: Any) -> list[str]:
+    """One line per model × method that will leave much of the model dense unasked."""
+    from pcnbench.coverage import WARN_SHARE, Reason
+
+    warnings = []
+    for where, settings in _coverage_groups(loaded):
+        method, account = max(settings, key=lambda item: item[1].unexpected_share())
+        title = where + (method.label if len(settings) > 1 else method.name)
+        share = account.unexpected_share()
+        if share <= WARN_SHARE:
+            continue
+        odd = account.unexplained() or account.unexplained(conventional=True)
+        odd = [row for row in odd if row.reason != Reason.PATTERN]
+        named = "; ".join(f"{row.name} ({row.params:,}): {row.reason}" for row in odd[:3])
+        more = f"; … {len(odd) - 3} more" if len(odd) > 3 else ""
+        warnings.append(
+            f"warning: {title} will leave {share:.1%} of the model's parameters dense "
+            f"beyond the suite's patterns: {named}{more}"
+        )
+    return warnings
 
 
 def _table_width(out: Any) -> int | None:
@@ -250,6 +308,8 @@ def _fmt(value: Any, column: str) -> str:
         return f"{int(value):,}"
     if column == "accuracy":
         return f"{100 * float(value):.2f}%"
+    if column == "coverage":  # the share of the model's parameters the method reduced
+        return f"{100 * float(value):.1f}%"
     if column == "epochs_trained" and float(value).is_integer():
         return f"{int(value)}"  # whole epochs as whole numbers: 15, not 15.0
     if column in ("train_time_s", "epochs_trained"):
@@ -262,7 +322,14 @@ def _fmt(value: Any, column: str) -> str:
 # columns go, lowest rank first, then the error is cut. What tells rows apart (cell, seed, a
 # method's point keys such as IMP's level) always stays.
 _SHORT_HEADERS = {"test acc": "acc", "train s": "time", "epochs": "ep"}
-_DROP_RANK = {"epochs_trained": 0, "train_time_s": 1, "cell_id": 2, "macs": 3, "status": 4}
+_DROP_RANK = {
+    "epochs_trained": 0,
+    "train_time_s": 1,
+    "cell_id": 2,
+    "coverage": 3,
+    "macs": 4,
+    "status": 5,
+}
 
 
 def _point_keys(host: Any = None) -> dict[str, tuple[str, ...]]:
@@ -414,10 +481,42 @@ def _summary(
     frame = _grouped(frame[frame["cell_id"].isin(ids)])
     columns = _table_columns(frame, keys_of or {}, ids=False, errors=False)
     title = (
-        "results (params: count; MACs: per sample, measured by torch FlopCounter; "
+        "results (params: count; MACs: per sample, measured by torch FlopCounter; reduced: "
+        "share of the model's parameters in tensors the method reduced; "
         "time: training wall-clock, s)"
     )
     _results_table(frame, title, out, columns)
+
+
+def _left_dense(frame: Any, out: Any) -> None:
+    """For each method setting, the largest tensors it left dense beyond convention, and why."""
+    from pcnbench.coverage import Reason
+    from pcnbench.labels import row_parts, short_labels
+
+    if "left_dense" not in frame.columns or frame.empty:
+        return
+    records = frame.to_dict("records")
+    labels = short_labels([row_parts(r) for r in records], seed=False)
+    routine = {Reason.BIAS, Reason.NORMALIZATION, Reason.EMBEDDING}
+    said: dict[str, str] = {}
+    for r in records:
+        label = labels[r["cell_id"]]
+        rows = r.get("left_dense")
+        if label in said or is_missing(rows):
+            continue
+        rows = json.loads(rows) if isinstance(rows, str) else rows
+        odd = [row for row in rows if row.get("reason") not in routine]
+        if not odd:
+            continue
+        named = "; ".join(f"{o['tensor']} ({o['params']:,}): {o['reason']}" for o in odd[:3])
+        more = f"; … {len(odd) - 3} more" if len(odd) > 3 else ""
+        said[label] = f"{label}: {_fmt(r.get('coverage'), 'coverage')} reduced; {named}{more}"
+    if said:
+        width = _table_width(out)
+        lines = ["left dense (the largest tensors each setting did not reduce, and why):"]
+        for text in said.values():
+            lines.extend(_wrapped(text, width, "  ", "    "))
+        out.file.writelines(f"{line}\n" for line in lines)
 
 
 def _reasons(frame: Any, ids: list[str], out: Any) -> None:
@@ -822,6 +921,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             "all columns: --format csv or json)"
         )
         _results_table(frame, title, out, columns)
+        _left_dense(frame, out)
         failed = frame[frame["status"] != "done"]["cell_id"].unique().tolist()
         if failed:
             _reasons(frame, failed, out)

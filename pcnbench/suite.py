@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, expand, matches_rule
 from pcnbench.claims import pairs_by_model, parse_expectation, selector_label
+from pcnbench.coverage import Coverage
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.recipe import Recipe
 from pcnbench.schema import (
@@ -44,6 +45,9 @@ class LoadedSuite:
     sha256: str
     text: str
     cells: list[Cell] = field(default_factory=list)  # the expanded matrix (expanded once)
+    # (dataset, model, method) grid points and what the method will reduce of that model
+    # (`Method.plan_coverage`; absent where the method does not say)
+    coverage: list[tuple[Choice, Choice, Choice, Coverage]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -374,7 +378,7 @@ def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
         if key in nets:
             if (*key, id(meth)) not in checked:
                 checked.add((*key, id(meth)))
-                _check_method_on_model(source, host, meth, m, d, nets[key])
+                _check_method_on_model(loaded, host, meth, m, d, nets[key], infos[id(d)])
             continue
         dplugin = host.datasets.get(d.name)
         if id(d) not in infos:
@@ -410,7 +414,7 @@ def check_compatibility(loaded: LoadedSuite, host: Any) -> None:
         nets.clear()  # cells come model by model: keep one built model, not all of them
         nets[key] = net
         checked.add((*key, id(meth)))
-        _check_method_on_model(source, host, meth, m, d, net)
+        _check_method_on_model(loaded, host, meth, m, d, net, info)
 
 
 # A model with at most this many parameters is probed on the CPU: torch's meta kernels import
@@ -451,11 +455,20 @@ def _default_note(params: Any, key: str | None) -> str:
 
 
 def _check_method_on_model(
-    source: Source, host: Any, method: Choice, model: Choice, dataset: Choice, net: Any
+    loaded: LoadedSuite,
+    host: Any,
+    method: Choice,
+    model: Choice,
+    dataset: Choice,
+    net: Any,
+    info: Any,
 ) -> None:
-    """Let the method reject parameters that do not fit this model (see Method.check_model)."""
+    """Let the method reject parameters that do not fit this model (see Method.check_model),
+    and ask it what it will reduce of the model (Method.plan_coverage)."""
+    source = loaded.source
+    plugin = host.methods.get(method.name)
     try:
-        host.methods.get(method.name).check_model(method.params, net)
+        plugin.check_model(method.params, net)
     except ParamError as exc:
         at = method.where.get(exc.key, ("params", exc.key)) if exc.key else ()
         raise source.error(
@@ -469,6 +482,16 @@ def _check_method_on_model(
             f"with model '{model.name}' on '{dataset.name}': "
             + _plugin_failed(host.methods, method.name, "check_model", exc),
         ) from exc
+    try:
+        account = plugin.plan_coverage(method.params, net, tuple(info.input_shape))
+    except Exception as exc:
+        raise source.error(
+            ("methods", method.entry),
+            f"with model '{model.name}' on '{dataset.name}': "
+            + _plugin_failed(host.methods, method.name, "plan_coverage", exc),
+        ) from exc
+    if account is not None:
+        loaded.coverage.append((dataset, model, method, account))
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:
