@@ -17,7 +17,6 @@ from ._atomic import write_text_atomic
 from .points import BASELINE, operating_points
 from .summary import TOLERANCE_PP, finding, headline, sharing_sentence
 from .tables import (
-    COLUMNS,
     LEGEND,
     NOISY_MARK,
     REFERENCE_COLUMNS,
@@ -60,7 +59,7 @@ def _html_table(table: ComparisonTable) -> dict[str, Any]:
     rows = []
     for i, row in enumerate(table.rows):
         cells = []
-        for col in COLUMNS:
+        for col in table.columns:
             text = table.text(col.key, i)
             sub = ""
             if col.key == "energy_j" and not table.energy_shared and text != row["energy_label"]:
@@ -80,7 +79,7 @@ def _html_table(table: ComparisonTable) -> dict[str, Any]:
         rows.append({"cells": cells, "dense": row["method"] == BASELINE})
     return {
         "title": table.title,
-        "headers": [{"text": c.header, "align": c.align} for c in COLUMNS],
+        "headers": [{"text": c.header, "align": c.align} for c in table.columns],
         "rows": rows,
         "notes": table.notes,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ COLUMNS = [
     Column("n", "Seeds", "$n$"),
     Column("params", "Params", "Params", "min"),
     Column("compression", "Compression", "Compr.", "max"),
+    Column("coverage", "Reduced (% of params)", r"Red.\ (\%)"),
     Column("macs", "MACs", "MACs", "min"),
     Column("speedup", "Speedup (MACs)", "Speedup (MACs)", "max"),
     Column("accuracy", "Test acc. (%)", r"Acc.\ (\%)", "max"),
@@ -138,6 +140,13 @@ class ComparisonTable:
         """`dataset · model`."""
         return self.group.title
 
+    @property
+    def columns(self) -> list[Column]:
+        """The columns shown: all, but the share reduced only where some row records one."""
+        if any(_finite(r["coverage"]) for r in self.rows):
+            return COLUMNS
+        return [c for c in COLUMNS if c.key != "coverage"]
+
     def text(self, key: str, i: int, tex: bool = False) -> str:
         """The formatted cell of column `key` in row `i` (LaTeX when `tex`)."""
         row = self.rows[i]
@@ -166,6 +175,8 @@ class ComparisonTable:
             text = fmt_si(value)
         elif key == "epochs":
             text = fmt_number(value, 4)
+        elif key == "coverage":  # share of the model's parameters in tensors the method reduced
+            text = f"{100 * value:.1f}" if _finite(value) else "—"
         else:
             text = fmt_number(value)
         return _tex_number(text) if tex else text
@@ -208,6 +219,8 @@ def _row(group: ModelGroup, point: Point) -> dict[str, Any]:
         "seeds": point.seeds,
         "params": params,
         "compression": dense_params / params if params else math.nan,
+        "coverage": point.mean("coverage"),
+        "left_dense": _left_dense(point),
         "macs": macs,
         "speedup": dense_macs / macs if macs else math.nan,
         "accuracy": point.accuracy(),
@@ -251,6 +264,16 @@ def comparison_table(group: ModelGroup) -> ComparisonTable:
             "with density (theoretical); masks do not make dense hardware faster, as the "
             "measured latency shows."
         )
+    covered = [r for r in rows if _finite(r["coverage"])]
+    if covered:
+        table.notes.append(
+            "Reduced: the share of the model's parameters in tensors the method reduced; the "
+            "rest stayed dense (biases and normalization by convention)."
+        )
+    for r in covered:
+        if r["left_dense"]:
+            label = r["method"] + (f" {r['setting']}" if r["setting"] else "")
+            table.notes.append(f"{label} also left dense: {r['left_dense']}.")
     latency_missing = [r for r in rows if not _finite(r["latency_ms"])]
     if latency_missing:
         why = sorted({r["latency_label"] for r in latency_missing if r["latency_label"]})
@@ -275,6 +298,25 @@ def comparison_table(group: ModelGroup) -> ComparisonTable:
         if unpaired:
             table.notes.append(f"No dense run with the same seeds for: {', '.join(unpaired)}.")
     return table
+
+
+def _left_dense(point: Point, limit: int = 3) -> str:
+    """The largest tensors a point left dense beyond convention and the suite's patterns."""
+    from pcnbench.api import Reason
+
+    routine = {Reason.BIAS, Reason.NORMALIZATION, Reason.EMBEDDING, Reason.PATTERN}
+    column = point.rows.get("left_dense")
+    if column is None:
+        return ""
+    for value in column.dropna():
+        rows = json.loads(value) if isinstance(value, str) else value
+        odd = [r for r in rows if r.get("reason") not in routine]
+        if odd:
+            named = "; ".join(
+                f"{r['tensor']} ({r['params']:,}: {r['reason']})" for r in odd[:limit]
+            )
+            return named + (f"; … {len(odd) - limit} more" if len(odd) > limit else "")
+    return ""
 
 
 def _is_masked(point: Point) -> bool:
@@ -306,6 +348,7 @@ def comparison_frame(tables: list[ComparisonTable]) -> pd.DataFrame:
                     "seeds": " ".join(str(s) for s in row["seeds"]),
                     "params": row["params"],
                     "compression": row["compression"],
+                    "coverage": row["coverage"],
                     "macs": row["macs"],
                     "speedup": row["speedup"],
                     "accuracy_pct": acc.mean * 100 if acc else math.nan,
@@ -470,11 +513,12 @@ def to_markdown(tables: list[ComparisonTable], references: Sequence[ReferenceTab
     lines = [LEGEND, ""]
     for table in tables:
         lines += [f"## {_md_escape(table.title)}", ""]
-        lines.append("| " + " | ".join(c.header for c in COLUMNS) + " |")
-        lines.append("|" + "|".join(":--" if c.align == "l" else "--:" for c in COLUMNS) + "|")
+        shown = table.columns
+        lines.append("| " + " | ".join(c.header for c in shown) + " |")
+        lines.append("|" + "|".join(":--" if c.align == "l" else "--:" for c in shown) + "|")
         for i in range(len(table.rows)):
             cells = []
-            for col in COLUMNS:
+            for col in shown:
                 text = table.text(col.key, i)
                 energy = table.rows[i]["energy_j"]
                 if col.key == "energy_j" and not table.energy_shared and _finite(energy):
@@ -540,7 +584,7 @@ def to_latex(tables: list[ComparisonTable], references: Sequence[ReferenceTable]
     for table in tables:
         cols = []
         dropped = []
-        for col in COLUMNS:
+        for col in table.columns:
             if col.key in {"energy_j", "latency_ms", "measured_speedup"} and not any(
                 _finite(r[col.key]) for r in table.rows
             ):
