@@ -572,7 +572,9 @@ class LowRank(Method):
                 reason = Reason.NOT_CALLED
             if reason is not None:
                 result.skipped[name] = reason
-        return lowrank_coverage(model, params.layers, result)
+        account = lowrank_coverage(model, params.layers, result)
+        account.exact = False  # whether a rank saves parameters depends on the weights
+        return account
 
     def run(self, session: Session, params: LowRankParams) -> None:
         """Train to `at_epoch`, factorize, then train to the end (or fine-tune after `end`)."""
