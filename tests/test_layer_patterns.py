@@ -84,7 +84,9 @@ def test_validation_names_the_pattern_at_file_line_column_and_lists_the_layers(
     line = next(i for i, row in enumerate(text.splitlines(), 1) if pattern in row)
     assert re.match(rf"{re.escape(str(file))}:{line}:\d+: methods\[0\]\.params\.", message), message
     assert f"{method}-typo.yaml" in message
-    assert f"pattern '{pattern}' matches no conv or linear layer" in message
+    # the kinds a method's patterns select: pruning and low-rank take attention layers too
+    kinds = "conv or linear" if method == "pcn" else "conv, linear or attention"
+    assert f"pattern '{pattern}' matches no {kinds} layer" in message
     if suggest:
         assert f"did you mean '{suggest}'?" in message
     layers = resnet8_layers()
@@ -126,7 +128,9 @@ def small_recipe() -> Recipe:
 )
 def test_run_fails_on_a_bad_pattern_before_training(method, params, key: str) -> None:
     session = Session(convnet(), image_splits(), small_recipe(), seed=0)
-    with pytest.raises(ParamError, match="pattern 'fc' matches no conv or linear layer") as info:
+    with pytest.raises(
+        ParamError, match="pattern 'fc' matches no conv, linear or attention layer"
+    ) as info:
         method.run(session, params)
     assert info.value.key == key
     assert session.steps_trained == 0
@@ -136,7 +140,7 @@ def test_lowrank_run_fails_on_a_bad_pattern_before_training() -> None:
     model = CNN().build(CNN.Params(width=4), DataInfo((1, 4, 4), 4))
     session = Session(model, image_splits(), small_recipe(), seed=0)
     with pytest.raises(
-        ParamError, match="pattern 'conv3' matches no conv or linear layer"
+        ParamError, match="pattern 'conv3' matches no conv, linear or attention layer"
     ) as info:
         LowRank().run(session, LowRankParams(at_epoch=1, layers="conv2, conv3"))
     assert info.value.key == "layers"

@@ -218,7 +218,7 @@ CASES = [
         edit("  - dense", "  - name: lowrank\n    params: {at_epoch: 1, layers: 'fc, fc_1'}"),
         "'fc, fc_1'",
         "methods[0].params.layers",
-        "with model 'mlp' on 'synthetic': pattern 'fc_1' matches no conv or linear layer; "
+        "with model 'mlp' on 'synthetic': pattern 'fc_1' matches no conv, linear or attention layer; "
         "did you mean 'fc1'? (layers: fc1, fc)",
     ),
     (
@@ -226,21 +226,21 @@ CASES = [
         edit("  - dense", "  - name: magnitude\n    params: {sparsity: 0.5, exclude: fcc}"),
         "fcc",
         "methods[0].params.exclude",
-        "pattern 'fcc' matches no conv or linear layer; did you mean 'fc'? (layers: fc1, fc)",
+        "pattern 'fcc' matches no conv, linear or attention layer; did you mean 'fc'? (layers: fc1, fc)",
     ),
     (
         "lottery_exclude_pattern_in_a_grid_matches_no_layer",
         edit("  - dense", "  - name: lottery\n    params: {levels: 1, exclude: [fc, head]}"),
         "head",
         "methods[0].params.exclude[1]",
-        "pattern 'head' matches no conv or linear layer (layers: fc1, fc)",
+        "pattern 'head' matches no conv, linear or attention layer (layers: fc1, fc)",
     ),
     (
         "lottery_exclude_leaves_nothing_to_prune",
         edit("  - dense", "  - name: lottery\n    params: {levels: 1, exclude: 'fc*'}"),
         "'fc*'",
         "methods[0].params.exclude",
-        "excludes every conv and linear layer; nothing to prune",
+        "excludes every conv, linear and attention layer; nothing to prune",
     ),
     (
         "dataset_param_wrong_type",
