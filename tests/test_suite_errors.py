@@ -218,15 +218,16 @@ CASES = [
         edit("  - dense", "  - name: lowrank\n    params: {at_epoch: 1, layers: 'fc, fc_1'}"),
         "'fc, fc_1'",
         "methods[0].params.layers",
-        "with model 'mlp' on 'synthetic': pattern 'fc_1' matches no conv, linear or attention layer; "
-        "did you mean 'fc1'? (layers: fc1, fc)",
+        "with model 'mlp' on 'synthetic': pattern 'fc_1' matches no conv, linear or attention "
+        "layer; did you mean 'fc1'? (layers: fc1, fc)",
     ),
     (
         "magnitude_exclude_pattern_matches_no_layer",
         edit("  - dense", "  - name: magnitude\n    params: {sparsity: 0.5, exclude: fcc}"),
         "fcc",
         "methods[0].params.exclude",
-        "pattern 'fcc' matches no conv, linear or attention layer; did you mean 'fc'? (layers: fc1, fc)",
+        "pattern 'fcc' matches no conv, linear or attention layer; did you mean 'fc'? "
+        "(layers: fc1, fc)",
     ),
     (
         "lottery_exclude_pattern_in_a_grid_matches_no_layer",
