@@ -497,7 +497,7 @@ def _left_dense(frame: Any, out: Any) -> None:
         return
     records = frame.to_dict("records")
     labels = short_labels([row_parts(r) for r in records], seed=False)
-    routine = {Reason.BIAS, Reason.NORMALIZATION, Reason.EMBEDDING}
+    routine = {Reason.BIAS, Reason.NORMALIZATION, Reason.EMBEDDING, Reason.TOKEN}
     said: dict[str, str] = {}
     for r in records:
         label = labels[r["cell_id"]]

@@ -30,6 +30,7 @@ class Reason:
     BIAS = "bias (left dense by convention)"
     NORMALIZATION = "normalization (left dense by convention)"
     EMBEDDING = "embedding (left dense unless the suite selects it)"
+    TOKEN = "position embedding or learned token (left dense by convention)"
     PATTERN = "excluded by the suite's layer patterns"
     FIRST_LAYER = "first layer (reads the network input)"
     NOT_CALLED = "not called as a module in the forward pass"
@@ -116,6 +117,8 @@ class Coverage:
             return Reason.NORMALIZATION
         if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             return Reason.EMBEDDING
+        if ("embed" in local or "token" in local) and local not in ("weight", "bias"):
+            return Reason.TOKEN  # a model's own pos_embedding, class_token, mask_token
         return Reason.unsupported(f"{type(module).__name__}.{local}", self.method)
 
     def _key(self, name: str) -> str:
@@ -193,12 +196,19 @@ class Coverage:
         return dict(sorted(totals.items(), key=lambda item: -item[1][1]))
 
     def unexplained(self, conventional: bool = False) -> list[LeftDense]:
-        """Left-dense tensors beyond the conventional ones and the suite's own patterns.
+        """Left-dense tensors beyond the conventional ones and the suite's own patterns (all of
+        them with `conventional`).
 
         These are what a user may not expect: a module type the method does not support, a
         layer whose transform would grow it, a grouped convolution, and so on.
         """
-        routine = {Reason.BIAS, Reason.NORMALIZATION, Reason.EMBEDDING, Reason.PATTERN}
+        routine = {
+            Reason.BIAS,
+            Reason.NORMALIZATION,
+            Reason.EMBEDDING,
+            Reason.TOKEN,
+            Reason.PATTERN,
+        }
         return [row for row in self.left_dense() if conventional or row.reason not in routine]
 
     def columns(self) -> dict[str, Any]:

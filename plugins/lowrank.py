@@ -374,7 +374,7 @@ def lowrank_transform(
         if only_if_smaller and after >= before:
             result.skipped[name] = (
                 f"rank {factorized.rank} of {factorized.max_rank} saves no parameters "
-                f"({after} factorized ≥ {before} dense)"
+                f"({after:,} factorized ≥ {before:,} dense)"
             )
             continue
         new.set_submodule(name, factorized.module)

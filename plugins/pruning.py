@@ -72,6 +72,7 @@ def prunable_weights(
     extra = (nn.Embedding, nn.EmbeddingBag, *kinds)
     included = set(select_layers(model, include, key="include", kinds=extra))
     kept: dict[str, Prunable] = {}
+    seen: set[int] = set()  # a tied weight (an embedding shared with a decoder) once
     for name in layer_names(model, extra):
         if name in excluded or not (
             isinstance(model.get_submodule(name), kinds) or name in included
@@ -79,6 +80,9 @@ def prunable_weights(
             continue
         module = model.get_submodule(name)
         for param in weight_names(module):
+            if id(getattr(module, param)) in seen:
+                continue
+            seen.add(id(getattr(module, param)))
             key = name if param == "weight" else f"{name}.{param}"
             kept[key] = Prunable(module, param, f"{name}.{param}")
     if not kept:

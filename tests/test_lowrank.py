@@ -226,7 +226,7 @@ def test_layers_without_saving_stay_dense_and_are_listed() -> None:
     result = lowrank_transform(model, 60, layers=["2", "4"])
     assert result.layers == []
     assert result.skipped == {
-        "2": "rank 60 of 64 saves no parameters (7744 factorized ≥ 4160 dense)",
+        "2": "rank 60 of 64 saves no parameters (7,744 factorized ≥ 4,160 dense)",
         "4": "rank 4 of 4 saves no parameters (276 factorized ≥ 260 dense)",
     }
     assert isinstance(result.model[2], nn.Linear)

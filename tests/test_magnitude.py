@@ -19,9 +19,9 @@ from pcnbench.suite import load_suite
 from pcnbench_plugins.magnitude import Magnitude, MagnitudeParams
 from pcnbench_plugins.pruning import (
     attach_masks,
+    current_weights,
     layer_densities,
     magnitude_masks,
-    current_weights,
     prunable_weights,
     zhu_gupta_sparsity,
     zhu_gupta_update_steps,
