@@ -42,7 +42,7 @@ from pcnbench_plugins.pcn import (
 from tests.conftest import BASE_SUITE
 
 CIFAR = DataInfo((3, 32, 32), 10)
-FEW_SAMPLES = "ignore:pcn.*fewer samples than features:UserWarning"
+FEW_SAMPLES = "ignore:pcn.*fewer calibration samples than input features:UserWarning"
 # Most tests calibrate on a handful of samples for speed; the warning has its own tests
 # (pytest.warns records warnings whatever the filters say).
 pytestmark = pytest.mark.filterwarnings(FEW_SAMPLES)
@@ -118,7 +118,8 @@ def test_full_rank_pcn_computes_the_same_function(case: str) -> None:
     build, shape = EXACT_CASES[case]
     model = with_bn_statistics(build()).double().eval()
     x = torch.randn(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    new, report = pcn_transform(model, [x[:2], x[2:]], keep="f1.0")
+    # At k = d every layer holds more than before: grow=True transforms them all anyway.
+    new, report = pcn_transform(model, [x[:2], x[2:]], keep="f1.0", grow=True)
     new.eval()
     with torch.no_grad():
         expected, got = model(x), new(x)
@@ -161,7 +162,7 @@ def test_output_error_shrinks_monotonically_as_k_grows() -> None:
         expected = model(x)
         errors = []
         for k in (1, 2, 4, 8, 16, 32):
-            new, report = pcn_transform(model, [x[:128], x[128:]], keep=f"d{k}")
+            new, report = pcn_transform(model, [x[:128], x[128:]], keep=f"d{k}", grow=True)
             errors.append(relative_error(new(x), expected))
             assert {layer.k for layer in report.layers.values()} == {k}
     assert all(a > b for a, b in itertools.pairwise(errors)), errors
@@ -184,7 +185,7 @@ def test_conv_output_error_shrinks_as_k_grows() -> None:
     with torch.no_grad():
         expected = model(x)
         errors = [
-            relative_error(pcn_transform(model, [x], keep=f"d{k}")[0](x), expected)
+            relative_error(pcn_transform(model, [x], keep=f"d{k}", grow=True)[0](x), expected)
             for k in (1, 2, 4, 8, 12, 16)
         ]
     assert all(a > b for a, b in itertools.pairwise(errors)), errors
@@ -223,12 +224,17 @@ def test_param_count_includes_the_basis_by_hand() -> None:
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4)
     )
-    new, report = pcn_transform(model, [torch.randn(40, 8)], keep="d5")
+    x = torch.randn(40, 8)
+    new, report = pcn_transform(model, [x], keep="d5", grow=True)
     first = 8 * 16 + 16  # untransformed
     # What inference stores and uses: V and the folded offset −Vᵀμ (not μ), W′, b′.
     second = 16 * 5 + 5 + 12 * 5 + 12
     third = 12 * 5 + 5 + 4 * 5 + 4
     assert count_params(new) == first + second + third == 390
+    # By default the third layer stays dense: transformed it holds 89 parameters, dense 52.
+    smaller, default = pcn_transform(model, [x], keep="d5")
+    assert count_params(smaller) == first + second + 12 * 4 + 4 == 353
+    assert default.skipped["5"] == "would add parameters (52 dense → 89 transformed)"
     assert sorted(n for n in counted_tensors(new) if "basis" in n) == [
         "3.basis.V",
         "3.basis.offset",
@@ -369,7 +375,7 @@ def test_conv_pca_treats_every_position_as_a_sample() -> None:
     assert torch.allclose(new[2].basis.offset, -(rows.mean(0) @ new[2].basis.V))
 
 
-def test_grouped_and_dilated_convs_are_left_alone_with_a_warning() -> None:
+def test_grouped_and_dilated_convs_are_left_alone_and_the_report_says_why() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
@@ -378,14 +384,11 @@ def test_grouped_and_dilated_convs_are_left_alone_with_a_warning() -> None:
         nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=2, dilation=2),
         nn.ReLU(),
-        nn.Conv2d(8, 4, 1),
+        nn.Conv2d(8, 4, 3),
     )
-    with pytest.warns(UserWarning) as caught:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said in the report (and the coverage), not warned
         new, report = pcn_transform(model, [torch.randn(4, 3, 8, 8)], keep="f0.5")
-    assert sorted(str(w.message) for w in caught) == [
-        "pcn: leaving 2 untransformed: grouped convolution (groups=2)",
-        "pcn: leaving 4 untransformed: dilated convolution (dilation=(2, 2))",
-    ]
     assert type(new[2]) is nn.Conv2d and type(new[4]) is nn.Conv2d
     assert report.skipped["2"] == "grouped convolution (groups=2)"
     assert report.skipped["4"] == "dilated convolution (dilation=(2, 2))"
@@ -403,7 +406,7 @@ def test_layers_overrides_set_rules_and_null_leaves_a_layer_alone() -> None:
     assert type(new[5]) is nn.Linear
     assert report.skipped == {
         "1": "first layer (reads the network input)",
-        "5": "left untransformed by a `layers` entry",
+        "5": "excluded by the suite's layer patterns",
     }
 
 
@@ -429,7 +432,7 @@ def test_check_model_rejects_a_pattern_matching_no_layer_on_a_meta_model() -> No
 
 
 def test_report_rows_are_plain_data_with_the_spectrum() -> None:
-    _, report = pcn_transform(mlp(), [torch.randn(64, 3, 4, 4)], keep="v0.9")
+    _, report = pcn_transform(mlp(), [torch.randn(64, 3, 4, 4)], keep="v0.9", grow=True)
     rows = report.layer_rows()
     assert [row["name"] for row in rows] == ["3", "5"]
     row = rows[0]
@@ -456,26 +459,26 @@ def test_prune_outputs_removes_dead_units_exactly() -> None:
         model[1].weight[:4] = 0
         model[1].bias[:4] = 2.0
     x = torch.randn(64, 8, dtype=torch.float64)
-    new, report = pcn_transform(model, [x], keep="d12", prune_outputs=True)
+    new, report = pcn_transform(model, [x], keep="d12", prune_outputs=True, grow=True)
     assert new[1].out_features == 12 and new[1].weight.shape == (12, 8)
     assert new[3].basis.V.shape == (12, 12)
     assert report.layers["3"].pruned == "1" and report.layers["3"].inputs_kept == 12
     assert report.layers["5"].pruned is None  # k = d: nothing to remove
     with torch.no_grad():
         assert relative_error(new(x), model(x)) < 1e-10
-    assert count_params(new) < count_params(pcn_transform(model, [x], keep="d12")[0])
+    assert count_params(new) < count_params(pcn_transform(model, [x], keep="d12", grow=True)[0])
 
 
 def test_prune_outputs_slices_a_vgg_chain_through_batch_norm_and_pooling() -> None:
     model = with_bn_statistics(vgg11()).eval()
     x = torch.randn(4, 3, 32, 32)
-    new, report = pcn_transform(model, [x], keep="f0.5", prune_outputs=True)
+    new, report = pcn_transform(model, [x], keep="f0.5", prune_outputs=True, grow=True)
     assert new.layers[0].conv.out_channels == 32 and new.layers[0].bn.num_features == 32
     assert new.layers[0].bn.running_mean.shape == (32,)
     assert new.fc.basis.V.shape == (256, 256)  # the last conv's 512 outputs pruned to k
     assert report.layers["fc"].pruned == "layers.11.conv"
     assert new(x).shape == (4, 10)
-    unpruned, _ = pcn_transform(model, [x], keep="f0.5")
+    unpruned, _ = pcn_transform(model, [x], keep="f0.5", grow=True)
     assert count_params(new) < count_params(unpruned)
 
 
@@ -553,8 +556,14 @@ def test_method_records_a_smaller_model_with_both_accuracies(at_epoch: int) -> N
     assert layer["samples"] == 64 * 8 * 8 and layer["undersampled"] is False
     assert row["pcn_skipped"] == [
         {"layer": "conv1", "reason": "first layer (reads the network input)"},
-        {"layer": "fc", "reason": "left untransformed by a `layers` entry"},
+        {"layer": "fc", "reason": "excluded by the suite's layer patterns"},
     ]
+    # conv2's weight of conv1 (144 + 16), conv2 (4,608 + 32) and fc (2,048 + 4).
+    assert row["coverage"] == pytest.approx(4_608 / 6_852)
+    assert {r["tensor"]: r["reason"] for r in row["left_dense"] if "bias" not in r["tensor"]} == {
+        "fc.weight": "excluded by the suite's layer patterns",
+        "conv1.weight": "first layer (reads the network input)",
+    }
     phases = [(p.name, p.kind) for p in session.phases]
     assert ("pcn_transform", "transform") in phases
     assert isinstance(session.model.conv2, PCAConv2d)
@@ -566,7 +575,7 @@ def test_method_records_a_smaller_model_with_both_accuracies(at_epoch: int) -> N
 
 def test_transform_right_after_training_keeps_accuracy_at_full_rank() -> None:
     session = small_session(epochs=2)
-    PCN().run(session, PCNParams(at_epoch=2, keep="f1.0", calibration=96))
+    PCN().run(session, PCNParams(at_epoch=2, keep="f1.0", calibration=96, grow=True))
     (row,) = session.results
     assert row["acc_after_transform"] == pytest.approx(row["acc_before_transform"])
     assert row["accuracy"] == pytest.approx(row["acc_after_transform"])
@@ -648,7 +657,7 @@ def test_output_pruning_keeps_an_added_bias_out_of_weight_decay() -> None:
         nn.Linear(12, 4),
     )
     x = torch.randn(64, 8)
-    new, report = pcn_transform(model, [x], keep="d6", prune_outputs=True)
+    new, report = pcn_transform(model, [x], keep="d6", prune_outputs=True, grow=True)
     assert report.layers["6"].pruned == "3"
     bias = new[3].bias  # added by the rewrite of 3, then sliced by pruning for 6
     assert bias.shape == (6,) and new[3].weight.shape == (6, 6)
@@ -663,11 +672,10 @@ def test_fewer_samples_than_features_warns_and_is_recorded() -> None:
     ).double()
     x = torch.randn(39, 4, dtype=torch.float64)
     with pytest.warns(UserWarning) as caught:
-        _, report = pcn_transform(model, [x[:20], x[20:]], keep="d4")
+        _, report = pcn_transform(model, [x[:20], x[20:]], keep="d4", grow=True)
     assert [str(w.message) for w in caught] == [
-        "pcn: 4: the PCA saw 39 samples of an input 40 wide (fewer samples than features): "
-        "only the top 38 components are determined by the data, the rest are arbitrary "
-        "(k = 4); calibrate with more samples"
+        "pcn: 1 layer saw fewer calibration samples than input features (4): only the top "
+        "n − 1 components of n samples are determined by the data; calibrate with more samples"
     ]
     rows = {row["name"]: row for row in report.layer_rows()}
     assert (rows["2"]["samples"], rows["2"]["d"], rows["2"]["undersampled"]) == (39, 8, False)
@@ -676,7 +684,7 @@ def test_fewer_samples_than_features_warns_and_is_recorded() -> None:
     x = torch.randn(40, 4, dtype=torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, report = pcn_transform(model, [x], keep="d4")
+        _, report = pcn_transform(model, [x], keep="d4", grow=True)
     assert report.layers["4"].samples == 40 and not report.layers["4"].undersampled
 
 
@@ -692,11 +700,10 @@ def test_conv_inputs_count_every_position_as_a_sample_for_the_warning() -> None:
         nn.Conv2d(2, 3, 3),  # one basis shared by nothing: its 2 channels are plenty
     )
     with pytest.warns(UserWarning) as caught:
-        _, report = pcn_transform(model, [torch.randn(2, 1, 4, 4)], keep="d2")
+        _, report = pcn_transform(model, [torch.randn(2, 1, 4, 4)], keep="d2", grow=True)
     assert [str(w.message) for w in caught] == [
-        "pcn: 4: the PCA saw 32 samples of an input 40 wide (fewer samples than features): "
-        "only the top 31 components are determined by the data, the rest are arbitrary "
-        "(k = 2); calibrate with more samples"
+        "pcn: 1 layer saw fewer calibration samples than input features (4): only the top "
+        "n − 1 components of n samples are determined by the data; calibrate with more samples"
     ]
     assert {name: (layer.samples, layer.undersampled) for name, layer in report.layers.items()} == {
         "2": (2 * 4 * 4, False),
@@ -800,7 +807,8 @@ def test_partial_rank_pcn_matches_an_independent_implementation(
     g = torch.Generator().manual_seed(5)
     calibration = torch.randn(160, *shape, dtype=torch.float64, generator=g) + 0.3
     x = torch.randn(12, *shape, dtype=torch.float64, generator=g)
-    new, report = pcn_transform(model, [calibration[:100], calibration[100:]], keep=keep)
+    # grow: the reference rewrites every layer, as the paper does.
+    new, report = pcn_transform(model, [calibration[:100], calibration[100:]], keep=keep, grow=True)
     assert [layer.k for layer in report.layers.values()] == ks
     assert all(layer.k < layer.d for layer in report.layers.values())
     expected = reference_pcn(model, calibration, k_of)

@@ -233,13 +233,15 @@ def test_the_console_script_exits_with_main_s_code_after_all_output(tmp_path: Pa
     suite = tmp_path / "quickstart.yaml"
     suite.write_text(QUICKSTART, encoding="utf-8")
     command = [sys.executable, "-m", "pcnbench.cli", "validate", str(suite)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    # a pipe's lines stay whole; GNU readline, loaded by pytest, exports COLUMNS to children
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].endswith("16 cells, 344 epochs planned")
-    assert lines[-1].startswith("  lowrank rank=r0.25: 15 = ")  # the last line, flushed
+    assert lines[-1].startswith("  mlp(width=512,depth=2), lowrank: up to ")  # the last, flushed
     suite.write_text(QUICKSTART.replace("at_epoch: 3, keep", "at_epoch: 30, keep"), "utf-8")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert done.returncode == 2 and "at_epoch: must be ≤ recipe.epochs" in done.stderr
 
 

@@ -1,14 +1,15 @@
 """The `pcn` reduction method: Principal Component Networks (Waleffe & Rekatsinas 2020).
 
-Train the dense network for a few epochs, run PCA on the input of every hidden conv and linear
-layer over unaugmented calibration data, rewrite each layer to act on the top-k principal
-components of its input (fixed buffers: V and the folded offset −Vᵀμ), and keep training
-the smaller network.
+Train the dense network for a few epochs, run PCA on the input of every hidden conv (1-, 2- or
+3-D) and linear layer over unaugmented calibration data, rewrite each layer to act on the top-k
+principal components of its input (fixed buffers: V and the folded offset −Vᵀμ) unless that
+would make it larger, and keep training the smaller network.
 `pcn_transform` is the transform on its own; `PCN` is the method a suite runs.
 
 Modules: `keep` (how many components), `moments` (streaming covariance, PCA), `capture`
 (layer inputs during calibration), `layers` (the rewritten layers), `prune` (removing the
-preceding layer's outputs), `transform` (`pcn_transform`), `method` (`PCN` and its parameters).
+preceding layer's outputs), `transform` (`pcn_transform`), `plan` (which layers are left dense
+and why, and the coverage account), `method` (`PCN` and its parameters).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .method import PCN, PCNParams
 from .report import LayerReport, PCNReport
 
 if TYPE_CHECKING:
-    from .layers import PCABasis, PCAConv2d, PCALinear
+    from .layers import PCABasis, PCAConv, PCAConv2d, PCALinear
     from .moments import pca
     from .transform import pcn_transform
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 # (No module __dir__ listing them: pluggy reads every name dir() gives when it registers.)
 _LAZY = {
     "PCABasis": "layers",
+    "PCAConv": "layers",
     "PCAConv2d": "layers",
     "PCALinear": "layers",
     "pca": "moments",
@@ -41,6 +43,7 @@ __all__ = [
     "KeepRule",
     "LayerReport",
     "PCABasis",
+    "PCAConv",
     "PCAConv2d",
     "PCALinear",
     "PCNParams",

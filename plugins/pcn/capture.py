@@ -12,7 +12,7 @@ from torch import nn
 
 from .moments import Moments
 
-__all__ = ["Capture", "capture"]
+__all__ = ["Capture", "capture", "trace"]
 
 
 @dataclass
@@ -26,11 +26,53 @@ class Capture:
     moments: list[Moments] = field(default_factory=list)
     samples: int = 0
 
+    def calls(self) -> dict[str, int]:
+        """How many times each captured layer is called per forward pass."""
+        counts: dict[str, int] = {}
+        for group in self.groups:
+            for name in group:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
 
 def capture(
     model: nn.Module, layers: Mapping[str, nn.Module], wanted: set[str], batches: Iterable[Any]
 ) -> Capture:
     """Run `batches` through `model` (eval, no grad) and accumulate the inputs of `wanted`."""
+    state = _run(model, layers, wanted, batches, accumulate=True)
+    if state.samples < 2:
+        raise ValueError(f"pcn_transform needs at least 2 calibration samples, got {state.samples}")
+    return state
+
+
+def trace(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    wanted: set[str],
+    input_shape: tuple[int, ...],
+) -> Capture:
+    """The structure `capture` would find (first layer, groups), from one batch of zeros.
+
+    Works on a model built on the meta device; no moments are accumulated.
+    """
+    reference = next(iter(model.parameters()), None)
+    device = reference.device if reference is not None else torch.device("cpu")
+    return _run(model, layers, wanted, [torch.zeros((2, *input_shape), device=device)], False)
+
+
+def _storage(x: torch.Tensor) -> int:
+    # The storage's identity: its views and detached copies share it (the data pointer is 0
+    # for every tensor on the meta device).
+    return x.untyped_storage()._cdata
+
+
+def _run(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    wanted: set[str],
+    batches: Iterable[Any],
+    accumulate: bool,
+) -> Capture:
     state = Capture()
     reference = next(iter(model.parameters()), None)
     batch_groups: list[list[str]] = []
@@ -41,7 +83,7 @@ def capture(
     batch_index = 0
 
     def hook_for(name: str):
-        conv = isinstance(layers[name], nn.Conv2d)
+        conv = isinstance(layers[name], nn.modules.conv._ConvNd)
 
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             if state.first is None:
@@ -49,7 +91,7 @@ def capture(
             if name == state.first or not args or not torch.is_tensor(args[0]):
                 return
             x = args[0]
-            if x.untyped_storage().data_ptr() in input_storage:
+            if _storage(x) in input_storage:
                 state.sees_input.add(name)
                 return
             if name not in wanted:
@@ -66,7 +108,8 @@ def capture(
                 state.kinds.append(conv)
             elif index >= len(state.moments) or state.kinds[index] != conv:
                 raise RuntimeError(_INCONSISTENT)
-            state.moments[index].add(x.detach(), conv)
+            if accumulate:
+                state.moments[index].add(x.detach(), conv)
 
         return hook
 
@@ -80,7 +123,7 @@ def capture(
                 if reference is not None:
                     dtype = reference.dtype if x.is_floating_point() else x.dtype
                     x = x.to(reference.device, dtype)
-                input_storage[:] = [x.untyped_storage().data_ptr()]
+                input_storage[:] = [_storage(x)]
                 batch_groups.clear()
                 seen.clear()
                 model(x)
@@ -95,8 +138,6 @@ def capture(
             handle.remove()
         for module, training in modes:
             module.training = training
-    if state.samples < 2:
-        raise ValueError(f"pcn_transform needs at least 2 calibration samples, got {state.samples}")
     return state
 
 

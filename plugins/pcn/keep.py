@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["KeepRule", "choose_k", "explained_fraction", "parse_keep"]
+__all__ = ["KeepRule", "choose_k", "explained_fraction", "k_from_width", "parse_keep"]
 
 _RULE = re.compile(r"^([dfvt])(.+)$")
 _RULE_FORMS = (
@@ -73,18 +73,28 @@ def choose_k(rule: str | KeepRule, eigenvalues: Sequence[float] | torch.Tensor) 
     d = len(e)
     if d == 0:
         raise ValueError("choose_k needs at least one eigenvalue")
-    if rule.kind == "d":
-        k = int(rule.value)
-    elif rule.kind == "f":
-        # round() first: 0.1 * 30 is 3.0000000000000004 in floating point, not above 3.
-        k = math.ceil(round(rule.value * d, 9))
-    elif rule.kind == "v":
+    if rule.kind in "df":
+        return _by_width(rule, d)
+    if rule.kind == "v":
         cumulative = e.cumsum(0)
         total = float(cumulative[-1])
         k = d if total <= 0 else int((cumulative / total < rule.value).sum()) + 1
     else:
         k = int((e >= rule.value).sum())
     return max(1, min(d, k))
+
+
+def k_from_width(rule: str | KeepRule, d: int) -> int | None:
+    """Components a d or f rule keeps of an input d wide; None for v and t (the data decide)."""
+    rule = _as_rule(rule)
+    return _by_width(rule, d) if rule.kind in "df" else None
+
+
+def _by_width(rule: KeepRule, d: int) -> int:
+    if rule.kind == "d":
+        return max(1, min(d, int(rule.value)))
+    # round() first: 0.1 * 30 is 3.0000000000000004 in floating point, not above 3.
+    return max(1, min(d, math.ceil(round(rule.value * d, 9))))
 
 
 def explained_fraction(eigenvalues: Sequence[float] | torch.Tensor, k: int) -> float:

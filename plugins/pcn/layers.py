@@ -8,9 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcnbench.api import exclude_from_weight_decay
+from pcnbench.api import Reason, exclude_from_weight_decay
 
-__all__ = ["PCABasis", "PCAConv2d", "PCALinear", "inherit", "rewrite", "unsupported"]
+__all__ = [
+    "PCABasis",
+    "PCAConv",
+    "PCAConv2d",
+    "PCALinear",
+    "inherit",
+    "rewrite",
+    "unsupported",
+]
 
 
 class PCABasis(nn.Module):
@@ -50,8 +58,8 @@ class PCABasis(nn.Module):
         return f"d={self.width}, k={self.components}"
 
 
-class PCAConv2d(nn.Module):
-    """A conv acting on the top-k principal components of its input's channels.
+class PCAConv(nn.Module):
+    """A 1-, 2- or 3-D conv acting on the top-k principal components of its input's channels.
 
     Computes conv(Vᵀ(pad(x) − μ), W′) + b′ with padding 0 and the original stride, where
     W′ = W·V on the input-channel axis and b′ = b + Σ_positions W·μ.
@@ -62,9 +70,9 @@ class PCAConv2d(nn.Module):
         basis: PCABasis,
         weight: torch.Tensor,
         bias: torch.Tensor,
-        stride: tuple[int, int],
+        stride: Sequence[int],
         padding_mode: str = "zeros",
-        reversed_padding: Sequence[int] = (0, 0, 0, 0),
+        reversed_padding: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.basis = basis
@@ -72,25 +80,28 @@ class PCAConv2d(nn.Module):
         self.bias = nn.Parameter(bias)
         self.out_channels = weight.shape[0]
         self.kernel_size = tuple(weight.shape[2:])
+        dims = len(self.kernel_size)
         self.stride = tuple(stride)
         self.padding_mode = padding_mode
-        left, right, top, bottom = reversed_padding
-        self.padding = (left, right, top, bottom)  # as F.pad takes it
+        # As F.pad takes it: (left, right) of the last dimension first.
+        self.padding = tuple(reversed_padding) if reversed_padding else (0,) * (2 * dims)
+        self._conv = _CONV[dims]
         # Zero padding on both sides alike is the 1×1 projection's own padding: its bias alone
         # fills the border, which is exactly Vᵀ(0 − μ).
-        self._symmetric = padding_mode == "zeros" and left == right and top == bottom
+        pairs = [self.padding[i : i + 2] for i in range(0, 2 * dims, 2)]
+        self._symmetric = padding_mode == "zeros" and all(a == b for a, b in pairs)
+        self._projection_padding = tuple(a for a, _ in reversed(pairs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pad, center and project the input in one 1×1 conv, then convolve with W′, b′."""
         projection, offset = self.basis.projection()
-        projection = projection[:, :, None, None]
+        projection = projection.reshape(*projection.shape, *(1,) * len(self.kernel_size))
         if self._symmetric:
-            left, _, top, _ = self.padding
-            z = F.conv2d(x, projection, offset, padding=(top, left))
+            z = self._conv(x, projection, offset, padding=self._projection_padding)
         else:
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-            z = F.conv2d(F.pad(x, self.padding, mode=mode), projection, offset)
-        return F.conv2d(z, self.weight, self.bias, self.stride)
+            z = self._conv(F.pad(x, self.padding, mode=mode), projection, offset)
+        return self._conv(z, self.weight, self.bias, self.stride)
 
     @property
     def in_channels(self) -> int:
@@ -104,6 +115,11 @@ class PCAConv2d(nn.Module):
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
             + (f", padding_mode={self.padding_mode}" if self.padding_mode != "zeros" else "")
         )
+
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+# The name of the 2-D-only layer this generalizes, for code that imports it.
+PCAConv2d = PCAConv
 
 
 class PCALinear(nn.Module):
@@ -132,7 +148,10 @@ class PCALinear(nn.Module):
 
 
 def rewrite(
-    module: nn.Conv2d | nn.Linear, basis: PCABasis, mu: torch.Tensor, v: torch.Tensor
+    module: nn.modules.conv._ConvNd | nn.Linear,
+    basis: PCABasis,
+    mu: torch.Tensor,
+    v: torch.Tensor,
 ) -> nn.Module:
     """The PCA layer computing `module` on the basis (μ, V float64): W′ = W·V, b′ = b + ΣW·μ.
 
@@ -143,10 +162,11 @@ def rewrite(
     bias = module.bias.detach().to(torch.float64) if module.bias is not None else None
     bias = bias if bias is not None else weight.new_zeros(weight.shape[0])
     dtype = module.weight.dtype
-    if isinstance(module, nn.Conv2d):
-        new_weight = torch.einsum("oc...,ck->ok...", weight, v)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        # contiguous: einsum lays W′ out channels-last, which would make the conv's output so.
+        new_weight = torch.einsum("oc...,ck->ok...", weight, v).contiguous()
         new_bias = bias + torch.einsum("oc...,c->o", weight, mu)
-        new: nn.Module = PCAConv2d(
+        new: nn.Module = PCAConv(
             basis,
             new_weight.to(dtype),
             new_bias.to(dtype),
@@ -176,10 +196,16 @@ def inherit(new: nn.Parameter, old: nn.Parameter) -> None:
 
 
 def unsupported(module: nn.Module) -> str | None:
-    """Why a conv cannot be rewritten (None if it can)."""
-    if isinstance(module, nn.Conv2d):
+    """Why a conv or linear layer cannot be rewritten (None if it can)."""
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        # Its input positions spread over overlapping outputs: the folded bias b + ΣW·μ would
+        # be wrong wherever fewer than all kernel positions land (borders, strides).
+        return Reason.unsupported(type(module).__name__, "pcn")
+    if isinstance(module, nn.modules.conv._ConvNd):
         if module.groups != 1:
-            return f"grouped convolution (groups={module.groups})"
-        if tuple(module.dilation) != (1, 1):
+            return Reason.grouped(module.groups)
+        if any(step != 1 for step in module.dilation):
             return f"dilated convolution (dilation={tuple(module.dilation)})"
+    elif not isinstance(module, nn.Linear):
+        return Reason.unsupported(type(module).__name__, "pcn")
     return None

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from pcnbench.api import EpochPlan, Method, ParamError, Params, Recipe
+from pcnbench.api import Coverage, EpochPlan, Method, ParamError, Params, Recipe
 
 from .keep import parse_keep
 
@@ -31,6 +31,11 @@ class PCNParams(Params):
     )
     calibration: int = Field(5000, ge=2, description="training samples the PCA sees")
     prune_outputs: bool = Field(False, description="also remove the preceding layer's outputs")
+    grow: bool = Field(
+        False,
+        description="transform layers even where the transform holds more parameters "
+        "(the paper's uniform rule)",
+    )
 
     @field_validator("keep")
     @classmethod
@@ -76,21 +81,46 @@ class PCN(Method):
 
         select_layers(model, params.layers, key="layers")
 
+    def plan_coverage(
+        self, params: PCNParams, model: nn.Module, input_shape: tuple[int, ...]
+    ) -> Coverage | None:
+        """The layers PCN will transform and those it leaves dense, from one meta forward pass.
+
+        Layers whose k the spectrum decides (v and t rules) count as transformed.
+        """
+        from .plan import plan  # torch: the model is built by then
+
+        return plan(
+            model,
+            input_shape,
+            params.keep,
+            params.layers,
+            grow=params.grow,
+            prune_outputs=params.prune_outputs,
+        )
+
     def run(self, session: Session, params: PCNParams) -> None:
         """Train to `at_epoch`, transform, train to the end, record."""
-        from .transform import pcn_transform  # torch: imported when it runs
+        from .plan import account  # torch: imported when it runs
+        from .transform import pcn_transform
 
         session.train(until=params.at_epoch)
         before = session.evaluate()["accuracy"]
+        dense = session.model
+        coverage = Coverage(dense, self.name)
         with session.phase("pcn_transform", kind="transform"):
             new, report = pcn_transform(
-                session.model,
+                dense,
                 session.calibration_batches(params.calibration),
                 keep=params.keep,
                 layers=params.layers,
                 prune_outputs=params.prune_outputs,
+                grow=params.grow,
             )
             session.model = new
+        pruned = [layer.pruned for layer in report.layers.values() if layer.pruned]
+        account(coverage, dense, report.layers, report.skipped, pruned)
+        del dense  # the dense network is not needed past here
         after = session.evaluate()["accuracy"]
         session.train(until="end")
         session.record(
@@ -99,6 +129,7 @@ class PCN(Method):
             acc_after_transform=after,
             pcn_layers=report.layer_rows(),
             pcn_skipped=report.skipped_rows(),
+            **coverage.columns(),
         )
 
     def figures(self, data: ReportData, colors: Mapping[str, str]) -> list[ReportFigure]:

@@ -16,11 +16,11 @@ from .layers import PCABasis, inherit, unsupported
 if TYPE_CHECKING:
     from .report import PCNReport
 
-__all__ = ["prune_producers", "trace_graph"]
+__all__ = ["producer", "prune_producers", "trace_graph"]
 
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CHANNELWISE_MODULES = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
+    *_BATCH_NORMS,
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -33,10 +33,18 @@ _CHANNELWISE_MODULES = (
     nn.Hardtanh,
     nn.Identity,
     nn.Dropout,
+    nn.MaxPool1d,
     nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
     nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
     nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
     nn.Flatten,
 )
 _CHANNELWISE_FUNCTIONS = {
@@ -48,10 +56,18 @@ _CHANNELWISE_FUNCTIONS = {
     F.silu,
     F.hardtanh,
     F.dropout,
+    F.max_pool1d,
     F.max_pool2d,
+    F.max_pool3d,
+    F.avg_pool1d,
     F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d,
     F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d,
     torch.relu,
     torch.sigmoid,
     torch.tanh,
@@ -60,7 +76,7 @@ _CHANNELWISE_FUNCTIONS = {
 _CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "flatten"}
 _PRUNE_SAFE = (
     "output pruning is only safe where a layer's input comes from exactly one preceding "
-    "Conv2d/Linear through per-channel operations (VGG and MLP chains); leave such layers out "
+    "conv/linear through per-channel operations (VGG and MLP chains); leave such layers out "
     "with `layers: {pattern: null}` or set prune_outputs: false"
 )
 
@@ -79,7 +95,7 @@ def trace_graph(model: nn.Module) -> Any:
         ) from error
 
 
-def _producer(graph: Any, lookup: Mapping[str, nn.Module], name: str) -> tuple[str, list[str]]:
+def producer(graph: Any, lookup: Mapping[str, nn.Module], name: str) -> tuple[str, list[str]]:
     """The conv/linear feeding layer `name` through per-channel ops, and those ops' modules.
 
     Raises ParamError("prune_outputs", ...) where the input has any other source or use.
@@ -106,7 +122,7 @@ def _producer(graph: Any, lookup: Mapping[str, nn.Module], name: str) -> tuple[s
                 raise ParamError(
                     "prune_outputs", f"{where} passes through {current.target}, called twice"
                 )
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
                 if unsupported(module) is not None:
                     raise ParamError(
                         "prune_outputs",
@@ -162,15 +178,14 @@ def prune_producers(
     """
     plans = []
     for name, layer in report.layers.items():
-        producer, chain = _producer(graph, original, name)
-        plans.append((name, layer, producer, chain))
-    for name, layer, producer, chain in plans:
+        plans.append((name, layer, *producer(graph, original, name)))
+    for name, layer, feeder, chain in plans:
         mu, v = bases[name]
-        width = _outputs(model.get_submodule(producer))
+        width = _outputs(model.get_submodule(feeder))
         if width != layer.d:
             raise ParamError(
                 "prune_outputs",
-                f"{name}: its input has {layer.d} features but {producer} gives {width} "
+                f"{name}: its input has {layer.d} features but {feeder} gives {width} "
                 f"channels (a flattened feature map larger than 1×1); {_PRUNE_SAFE}",
             )
         if layer.k >= layer.d:
@@ -178,13 +193,13 @@ def prune_producers(
         scores = v.abs().sum(1)
         index = scores.argsort(descending=True)[: layer.k].sort().values
         device_index = index.to(model.get_submodule(name).weight.device)
-        source = model.get_submodule(producer)
+        source = model.get_submodule(feeder)
         for attr in ("weight", "bias"):
             _keep_rows(source, attr, device_index)
         _set_width(source, layer.k)
         for link in chain:
             module = model.get_submodule(link)
-            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if isinstance(module, _BATCH_NORMS):
                 for attr in ("weight", "bias", "running_mean", "running_var"):
                     _keep_rows(module, attr, device_index)
                 module.num_features = layer.k
@@ -193,7 +208,7 @@ def prune_producers(
         # The offset −Vᵀμ over the kept rows only: b′ keeps the removed channels' part.
         target.basis = PCABasis(mu[index], v[index]).to(old.V.device, old.V.dtype)
         layer.inputs_kept = layer.k
-        layer.pruned = producer
+        layer.pruned = feeder
 
 
 def _outputs(module: nn.Module) -> int:
