@@ -313,7 +313,7 @@ def _left_dense(point: Point, limit: int = 3) -> str:
         odd = [r for r in rows if r.get("reason") not in routine]
         if odd:
             named = "; ".join(
-                f"{r['tensor']} ({r['params']:,}: {r['reason']})" for r in odd[:limit]
+                f"{r['tensor']} ({r['params']:,} params): {r['reason']}" for r in odd[:limit]
             )
             return named + (f"; … {len(odd) - limit} more" if len(odd) > limit else "")
     return ""
