@@ -491,6 +491,19 @@ VIT_PRUNED = 24576 + 2 * (3072 + 1024 + 4096) + 320
 VIT_REST = VIT_TOTAL - VIT_PRUNED  # biases, norms, class token, position embedding
 
 
+def small_vit() -> nn.Module:
+    """Two ViT-B-shaped blocks at width 192 (ViT-Ti's): weights are 99.4% of the model."""
+    return torchvision.models.VisionTransformer(
+        image_size=32,
+        patch_size=16,
+        num_layers=2,
+        num_heads=3,
+        hidden_dim=192,
+        mlp_dim=768,
+        num_classes=10,
+    )
+
+
 class TinyVit(ModelPlugin):
     """The tiny ViT as a model a suite names."""
 
@@ -616,8 +629,11 @@ def test_tiny_vit_runs_end_to_end_with_a_stored_coverage(
         (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), 1512072, 54),
         # 42,282 params, 41,280 pruned in 10 weights; after 9,258: ratio 0.2190
         (tiny_vit, VIT_PRUNED, 10),
+        # a small ViT of ViT-B's proportions (2 blocks of width 192): 1,040,842 params, weights
+        # 99.4% of them, as in ViT-B/16 (99.9%)
+        (lambda: small_vit(), 1034112, 10),
     ],
-    ids=["mobilenet_v3_small", "tiny_vit"],
+    ids=["mobilenet_v3_small", "tiny_vit", "small_vit"],
 )
 def test_global_magnitude_keeps_a_fifth_of_every_pruned_tensor_set(
     build: Any, pruned: int, weights: int
@@ -636,6 +652,8 @@ def test_global_magnitude_keeps_a_fifth_of_every_pruned_tensor_set(
     after = count_params(model)
     assert after == before - round(0.8 * pruned)
     assert pruning_coverage(model, "magnitude").reduced == pruned
+    if build is not tiny_vit:  # weights are nearly all of the model: the whole keeps a fifth
+        assert after / before == pytest.approx(0.2, abs=0.01)
     if build is tiny_vit:
         assert (before, after) == (42282, 9258)
         # attention's fused input projection is masked too (it was not, before the fix)
@@ -684,3 +702,29 @@ def test_a_vits_position_embedding_and_class_token_are_left_dense_by_convention(
     assert account.reason("class_token") == Reason.TOKEN
     assert account.reason("encoder.pos_embedding") == Reason.TOKEN
     assert not [row for row in account.unexplained() if "token" in row.name or "pos" in row.name]
+
+
+def test_pcn_undersampled_layers_reach_the_user_as_one_warning_line_per_cell(
+    vit_host: PluginHost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tmp_path / "suite.yaml"
+    # 8 samples × 5 tokens = 40 rows: short for the MLPs' second layers (64 wide); the head
+    # reads the class token alone, 8 rows of 32
+    method = "name: pcn\n    params: {at_epoch: 1, keep: f0.5, calibration: 8, grow: true}"
+    suite.write_text(VIT_SUITE.format(method=method), encoding="utf-8")
+    loaded = load_suite(suite, vit_host)
+    summary = Runner(loaded, vit_host, output=tmp_path / "out", metering=False).run()
+    assert not summary.failed
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "calibration samples" in line]
+    (cell,) = loaded.cells
+    assert said == [
+        f"warning: {cell.label}: pcn: 3 layers saw fewer calibration samples than input features "
+        "(encoder.layers.encoder_layer_0.mlp.3, encoder.layers.encoder_layer_1.mlp.3, heads.head)"
+        ": only the top n − 1 components of n samples are determined by the data; calibrate "
+        "with more samples"
+    ], err
+    assert "UserWarning" not in err
+    with sqlite3.connect(tmp_path / "out" / "results.db") as db:
+        (stored,) = db.execute("SELECT warnings FROM cells").fetchone()
+    assert json.loads(stored) == [said[0].split(": ", 2)[2]]
