@@ -147,11 +147,9 @@ def _coverage_warnings(loaded: Any) -> list[str]:
             continue
         odd = account.unexplained() or account.unexplained(conventional=True)
         odd = [row for row in odd if row.reason != Reason.PATTERN]
-        named = "; ".join(f"{row.name} ({row.params:,}): {row.reason}" for row in odd[:3])
-        more = f"; … {len(odd) - 3} more" if len(odd) > 3 else ""
         warnings.append(
             f"warning: {title} will leave {share:.1%} of the model's parameters dense "
-            f"beyond the suite's patterns: {named}{more}"
+            f"beyond the suite's patterns: {account.grouped(odd)}"
         )
     return warnings
 

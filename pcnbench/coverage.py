@@ -10,6 +10,7 @@ supported by <method>": no tensor goes unaccounted. Works on a model built on th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -236,16 +237,41 @@ class Coverage:
         left = sum(row.params for row in self.left_dense() if row.reason != Reason.PATTERN)
         return left / self.total if self.total else 0.0
 
+    def grouped(self, rows: list[LeftDense], limit: int = NAMED) -> str:
+        """`rows` by reason, the most parameters first: share, reason, count, largest tensor."""
+        groups: dict[str, list[LeftDense]] = {}
+        for row in rows:  # "would add parameters (1 → 2)" and "(3 → 4)" are one reason
+            groups.setdefault(_kind_of(row.reason), []).append(row)
+        ordered = sorted(groups.items(), key=lambda item: -sum(r.params for r in item[1]))
+        parts = []
+        for reason, members in ordered[:limit]:
+            share = sum(r.params for r in members) / self.total if self.total else 0.0
+            largest = members[0]  # left_dense() lists the largest first
+            which = (
+                f"{largest.name}"
+                if len(members) == 1
+                else f"{len(members)} tensors, the largest {largest.name} ({largest.params:,})"
+            )
+            parts.append(f"{share:.1%} {reason}: {which}")
+        if len(ordered) > limit:
+            more = len(ordered) - limit
+            parts.append(f"… {more} more reason{'s' if more > 1 else ''}")
+        return "; ".join(parts)
+
     def summary(self, limit: int = NAMED) -> str:
-        """One line: the share reduced, then the largest unexpected left-dense tensors."""
+        """One line: the share reduced, then what stayed dense beyond convention, by reason."""
         share = f"{'' if self.exact else 'up to '}{self.fraction:.1%}"
         text = f"{self.method} reduces {share} of the model's parameters"
         odd = self.unexplained()
         if odd:
-            named = "; ".join(f"{r.name} ({r.params:,}): {r.reason}" for r in odd[:limit])
-            more = f"; … {len(odd) - limit} more" if len(odd) > limit else ""
-            text += f"; left dense: {named}{more}"
+            text += f"; left dense: {self.grouped(odd, limit)}"
         return text
+
+
+def _kind_of(reason: str) -> str:
+    """A reason without its numbers: `grouped convolution (groups=8)` → `grouped convolution`."""
+    reason = re.sub(r"\s*\([^()]*\d[^()]*\)", "", reason)
+    return re.sub(r"\d[\d,.]*", "N", reason)
 
 
 def coverage_of(

@@ -728,3 +728,49 @@ def test_pcn_undersampled_layers_reach_the_user_as_one_warning_line_per_cell(
     with sqlite3.connect(tmp_path / "out" / "results.db") as db:
         (stored,) = db.execute("SELECT warnings FROM cells").fetchone()
     assert json.loads(stored) == [said[0].split(": ", 2)[2]]
+
+
+MOBILENET_SUITE = """\
+name: coverage-plan
+seeds: [0]
+datasets:
+  - name: synthetic
+    params: {n_train: 64, n_test: 32, shape: [[3, 32, 32]], classes: 10}
+models:
+  - torchvision:mobilenet_v3_small
+methods:
+  - dense
+  - name: pcn
+    params: {at_epoch: 1, keep: f0.5}
+  - name: magnitude
+    params: {sparsity: 0.8, exclude: "classifier.*"}
+  - name: lowrank
+    params: {rank: r0.5, finetune_epochs: 1}
+recipe:
+  epochs: 2
+  batch_size: 16
+  optimizer: {name: sgd, lr: 0.05}
+"""
+
+
+def test_validate_prints_each_methods_share_and_warns_once_per_model_and_method(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcnbench.cli import main
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe: lines whole
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(MOBILENET_SUITE, encoding="utf-8")
+    assert main(["validate", str(suite)]) == 0
+    out, err = capsys.readouterr()
+    # pcn: as the transform finds it (tests/test_pcn_layers.py); magnitude: the 1,512,072
+    # pruned weights but the classifier's 576·1024 + 1024·10 = 599,040, so 913,032 of 1,528,106
+    assert "  torchvision:mobilenet_v3_small, pcn: 67.8% of 1,528,106\n" in out
+    assert "  torchvision:mobilenet_v3_small, magnitude: 59.7% of 1,528,106\n" in out
+    assert "  torchvision:mobilenet_v3_small, lowrank: up to 94.4% of 1,528,106\n" in out
+    (warning,) = err.splitlines()  # the classifier's exclusion is the suite's own: no warning
+    assert warning.startswith(
+        "warning: torchvision:mobilenet_v3_small, pcn will leave 32.2% of the model's "
+        "parameters dense beyond the suite's patterns: 27.3% would add parameters: 21 tensors, "
+        "the largest features.10.block.2.fc1.weight (82,944); 3.8% grouped convolution: "
+    ), warning
