@@ -19,6 +19,12 @@ claim (`over: any`, the default) is supported when some point is, refuted when e
 is; with `over: all` it is supported when every point is, refuted when some point is. A
 failed or missing cell (a seed one side has and the other lacks) or a quantity the results
 lack makes it "not evaluated", with the reason.
+
+A baseline may instead name one of the suite's `references:` (`baseline: {reference: LABEL}`),
+a published figure: the subject's operating points on the reference's dataset are judged by a
+one-sample Student-t interval of their per-seed values around the published one (accuracy,
+params and MACs, so compression and speedup too), with the same expectations and verdicts;
+`accuracy: ">= -2pp"` then reads "reproduces the published accuracy within 2 points".
 """
 
 from __future__ import annotations
@@ -38,12 +44,20 @@ from pcnbench.cells import grid_label
 from pcnbench.contracts import ClaimCheck, ClaimPoint, ClaimResult, Reference, ReportData
 from pcnbench.errors import SuiteError
 from pcnbench.labels import is_missing, json_object, result_tags
-from pcnbench.schema import ClaimSpec, Pick, ReferenceSpec, Selector, pydantic_error
-from pcnbench.stats import Estimate, paired_delta, welch_delta
+from pcnbench.schema import (
+    ClaimSpec,
+    Pick,
+    ReferenceBaseline,
+    ReferenceSpec,
+    Selector,
+    pydantic_error,
+)
+from pcnbench.stats import Estimate, mean_ci, paired_delta, welch_delta
 from pcnbench.yamlsrc import Source, load_text
 
 __all__ = [
     "QUANTITIES",
+    "REFERENCE_QUANTITIES",
     "VERDICTS",
     "Expectation",
     "Quantity",
@@ -57,6 +71,7 @@ __all__ = [
     "pick_label",
     "read_claims",
     "read_references",
+    "reference_value",
     "selector_label",
     "selects",
 ]
@@ -96,6 +111,9 @@ QUANTITIES: dict[str, Quantity] = {
         Quantity("epochs_trained", "epochs_trained", "epochs", "plain"),
     )
 }
+
+# What a published reference states: the quantities a claim can hold against it.
+REFERENCE_QUANTITIES = {"accuracy": "accuracy", "params": "params", "macs": "macs"}
 
 _OPS = {">=": ">=", "≥": ">=", ">": ">", "<=": "<=", "≤": "<=", "<": "<"}
 _EXPECT = re.compile(
@@ -185,8 +203,10 @@ def pick_label(pick: Pick) -> str:
     return f"{pick.name}({inner})"
 
 
-def selector_label(selector: Selector) -> str:
-    """`model=resnet(depth=20), method=pcn`."""
+def selector_label(selector: Selector | ReferenceBaseline) -> str:
+    """`model=resnet(depth=20), method=pcn`, or `reference 'CNN (Greydanus & Kobak 2024)'`."""
+    if isinstance(selector, ReferenceBaseline):
+        return f"reference '{selector.reference}'"
     parts = [
         f"{axis}={pick_label(pick)}"
         for axis in ("dataset", "model", "method")
@@ -278,6 +298,8 @@ def selects(selector: Selector, row: pd.Series) -> bool:
 
 def pairs_by_model(spec: ClaimSpec) -> bool:
     """False when the selectors fix the model differently on the two sides (pair by dataset)."""
+    if isinstance(spec.baseline, ReferenceBaseline):
+        return False  # a published figure stands for its dataset
     a, b = spec.subject.model, spec.baseline.model
     return a is None or b is None or (a.name == b.name and a.params == b.params)
 
@@ -462,6 +484,8 @@ def judge_claim(spec: ClaimSpec, data: ReportData) -> ClaimResult:
     cells = data.cells
     if cells.empty or "cell_id" not in cells.columns:
         return not_evaluated("the results hold no cells")
+    if isinstance(spec.baseline, ReferenceBaseline):
+        return _judge_against_reference(spec, data, exps, base)
     sides = {}
     for side in ("subject", "baseline"):
         selector = getattr(spec, side)
@@ -524,6 +548,118 @@ def judge_claim(spec: ClaimSpec, data: ReportData) -> ClaimResult:
         judged.append(
             ClaimPoint(label, verdict, tuple(checks), tuple(point.cells), tuple(partner.cells))
         )
+    return _decided(spec, base, judged)
+
+
+def reference_value(reference: Reference, quantity: str) -> float | None:
+    """The value a reference states for a claim's quantity (None when it states none)."""
+    column = QUANTITIES[quantity].column
+    if column not in REFERENCE_QUANTITIES:
+        return None
+    value = getattr(reference, REFERENCE_QUANTITIES[column])
+    return None if value is None else float(value)
+
+
+def _check_reference(exp: Expectation, subject: _Point, published: float) -> ClaimCheck | str:
+    """One expectation at one operating point against a published value: a one-sample
+    Student-t interval of the subject's per-seed values, shifted by the published one."""
+    q = QUANTITIES[exp.quantity]
+    s = list(_values(subject, q).values())
+    if not s:
+        return f"{q.column} is not recorded for the subject ({subject.label}, {subject.group})"
+    if exp.ratio:
+        if any(v <= 0 for v in s) or published <= 0:
+            return f"{q.column} is not positive in every result: no ratio to take"
+        s, published = [math.log(v) for v in s], math.log(published)
+    est = mean_ci(s)
+    assert est is not None
+    mean, low, high = est.mean - published, est.low - published, est.high - published
+    if q.kind == "inverse":  # published/subject: the negated log-difference
+        mean, low, high = -mean, -high, -low
+    if exp.ratio:
+        mean, low, high = math.exp(mean), math.exp(low), math.exp(high)
+    elif q.kind == "pp":
+        mean, low, high = 100.0 * mean, 100.0 * low, 100.0 * high
+    verdict = _verdict(low, high, exp.op, exp.value) if est.half_width is not None else INCONCLUSIVE
+    return ClaimCheck(
+        quantity=exp.quantity,
+        expect=exp.text.strip(),
+        op=exp.op,
+        value=exp.value,
+        unit=exp.unit,
+        estimate=mean,
+        low=low,
+        high=high,
+        n=est.n,
+        paired=False,
+        verdict=verdict,
+        published=True,
+    )
+
+
+def _judge_against_reference(
+    spec: ClaimSpec, data: ReportData, exps: list[Expectation], base: ClaimResult
+) -> ClaimResult:
+    """Judge a claim whose baseline is one of the suite's `references:` (a published figure)."""
+    assert isinstance(spec.baseline, ReferenceBaseline)
+
+    def not_evaluated(reason: str, points: tuple[ClaimPoint, ...] = ()) -> ClaimResult:
+        return ClaimResult(**{**base.__dict__, "reason": reason, "points": points})
+
+    found = [r for r in read_references(_suite_text(data)) if r.label == spec.baseline.reference]
+    if not found:
+        return not_evaluated(f"the suite lists no reference '{spec.baseline.reference}'")
+    reference = found[0]
+    base = ClaimResult(**{**base.__dict__, "source": reference.source})
+    cells = data.cells
+    picked = cells[[selects(spec.subject, row) for _, row in cells.iterrows()]]
+    picked = picked[picked["dataset"].astype(str) == reference.dataset]
+    if picked.empty:
+        return not_evaluated(
+            f"no cell in the results matches the subject ({selector_label(spec.subject)}) on "
+            f"the reference's dataset '{reference.dataset}'"
+        )
+    unfinished = picked[picked["status"] != "done"]
+    if not unfinished.empty:
+        n = len(unfinished)
+        return not_evaluated(
+            f"{n} subject cell{'s' if n != 1 else ''} did not finish: "
+            + _labels(cells, unfinished["cell_id"])
+        )
+    keys_of = {name: tuple(m.point_keys) for name, m in data.methods.items()}
+    subjects = _points(data.results, [str(c) for c in picked["cell_id"]], False, keys_of)
+    if not subjects:
+        return not_evaluated("the subject's cells recorded no result")
+    judged: list[ClaimPoint] = []
+    for point in subjects:
+        checks = []
+        for exp in exps:
+            published = reference_value(reference, exp.quantity)
+            if published is None:
+                return not_evaluated(
+                    f"the reference '{reference.label}' states no {exp.quantity}", tuple(judged)
+                )
+            check = _check_reference(exp, point, published)
+            if isinstance(check, str):
+                return not_evaluated(check, tuple(judged))
+            checks.append(check)
+        verdicts = [c.verdict for c in checks]
+        verdict = (
+            REFUTED
+            if REFUTED in verdicts
+            else SUPPORTED
+            if set(verdicts) == {SUPPORTED}
+            else INCONCLUSIVE
+        )
+        label = point.label
+        if len({p.group for p in subjects}) > 1:
+            label = f"{point.group} · {label}"
+        judged.append(ClaimPoint(label, verdict, tuple(checks), tuple(point.cells), ()))
+    return _decided(spec, base, judged)
+
+
+def _decided(spec: ClaimSpec, base: ClaimResult, judged: list[ClaimPoint]) -> ClaimResult:
+    """The claim's verdict from its operating points', and the point that decided it."""
     verdicts = [p.verdict for p in judged]
     verdict = _combine(verdicts, spec.over)
     decided_by = ""
@@ -576,7 +712,13 @@ def format_check(check: ClaimCheck) -> str:
     unit = {"x": "×", "": ""}.get(check.unit, f" {check.unit}")
     op = {">=": "≥", "<=": "≤"}.get(check.op, check.op)
     mark = {SUPPORTED: "✓", REFUTED: "✗"}.get(check.verdict, "?")
-    how = f"paired, {check.n} seeds" if check.paired else f"Welch, n={check.n}"
+    how = (
+        f"{check.n} seeds vs the published value"
+        if check.published
+        else f"paired, {check.n} seeds"
+        if check.paired
+        else f"Welch, n={check.n}"
+    )
     signed = check.unit != "x"
     interval = (
         f"95% CI {_num(check.low, signed)} … {_num(check.high, signed)}"
@@ -624,6 +766,8 @@ def _format_claims(claims: Sequence[ClaimResult], where: str) -> str:
             lines.append(
                 f"{pad}{claim.subject} vs {claim.baseline}: {'; '.join(claim.expect)}{over}"
             )
+            if claim.source:
+                lines.append(f"{pad}published in: {claim.source}")
         if claim.reason:
             lines.append(f"{pad}not evaluated: {claim.reason}")
         for point in claim.points:

@@ -240,7 +240,8 @@ class ClaimCheck:
 
     `estimate`, `low` and `high` are in the expectation's own terms: a difference subject −
     baseline (accuracy in percentage points) or a ratio (`unit` "x"); `n` is the number of
-    seeds paired (`paired`) or the smaller side's count (unpaired, Welch).
+    seeds paired (`paired`), the smaller side's count (unpaired, Welch), or the subject's seeds
+    against a published value (`published`: a one-sample Student-t interval).
     """
 
     quantity: str  # a result column, e.g. "accuracy"
@@ -254,6 +255,7 @@ class ClaimCheck:
     n: int
     paired: bool
     verdict: str  # "supported", "refuted" or "inconclusive"
+    published: bool = False  # against a reference's published value (one-sample Student t)
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ class ClaimResult:
     points: tuple[ClaimPoint, ...] = ()
     decided_by: str = ""
     reason: str = ""
+    source: str = ""  # where a published baseline's figures come from (a reference's source)
 
 
 @dataclass

@@ -5,9 +5,18 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.recipe import Recipe
@@ -108,16 +117,36 @@ class Selector(_Strict):
     method: Pick | None = None
 
 
+class ReferenceBaseline(_Strict):
+    """A claim's baseline that is a published figure: the label of one of the suite's
+    `references:` (`baseline: {reference: "CNN (Greydanus & Kobak 2024)"}`)."""
+
+    reference: str = Field(min_length=1, max_length=300)
+
+
+def _baseline_kind(value: Any) -> str:
+    # `reference:` makes it a published figure; anything else is a selector of cells
+    if isinstance(value, (dict, ReferenceBaseline)) and "reference" in (
+        value if isinstance(value, dict) else value.model_fields
+    ):
+        return "tag:reference"
+    return "tag:cells"
+
+
 class ClaimSpec(_Strict):
     """A claim (`claims:`): how the subject's results compare with the baseline's.
 
     `expect` maps a result quantity to `OP VALUE[UNIT]` (see `pcnbench.claims`); `over: any`
     supports the claim when some operating point of the subject does, `all` when every one does.
+    The baseline selects cells, or names a published reference of the suite.
     """
 
     name: str = Field(min_length=1, max_length=300)
     subject: Selector
-    baseline: Selector
+    baseline: Annotated[
+        Annotated[Selector, Tag("tag:cells")] | Annotated[ReferenceBaseline, Tag("tag:reference")],
+        Discriminator(_baseline_kind),
+    ]
     expect: dict[str, Any] = Field(min_length=1)
     over: Literal["any", "all"] = "any"
 
@@ -222,22 +251,31 @@ def _did_you_mean(key: str, allowed: list[str]) -> str:
 
 def _model_fields_at(model: type[BaseModel], path: KeyPath) -> list[str]:
     """Field names of the (nested) pydantic model at `path`, for did-you-mean hints."""
+    others: list[type[BaseModel]] = []
     for part in path:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(str(part))
         if field is None:
             return []
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            args = getattr(ann, "__args__", ())
-            sub = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            if not sub:
-                return []
-            model = sub[0]
-    return list(model.model_fields)
+        sub = _models_in(field.annotation)
+        if not sub:
+            return []
+        model, others = sub[0], sub[1:]
+    # a union of models (a claim's baseline: cells or a reference): any of their keys
+    return list(dict.fromkeys([*model.model_fields, *(k for m in others for k in m.model_fields)]))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation names, through unions, Optional and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) or ():
+        out.extend(m for m in _models_in(arg) if m not in out)
+    if hasattr(annotation, "__origin__") and not out:  # Annotated[X, ...]
+        out.extend(_models_in(annotation.__origin__))
+    return out
 
 
 _VALUE_PATH = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\])?): (.*)$", re.S)
@@ -257,7 +295,10 @@ def pydantic_error(
     errors = exc.errors(include_url=False)
     # an unknown key usually explains a "missing" one next to it (a typo), so report it first
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # a validator's or a tagged union's own entries are not keys of the YAML
+    loc = tuple(
+        p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tag:")))
+    )
     path = (*base, *(translate(loc) if translate else loc))
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -306,6 +347,7 @@ __all__ = [
     "ExecutorSpec",
     "Metering",
     "Pick",
+    "ReferenceBaseline",
     "ReferenceSpec",
     "Resources",
     "Selector",

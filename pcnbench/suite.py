@@ -5,6 +5,7 @@ Every error points into the YAML (file:line:col and key path) and says what was 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import math
@@ -16,15 +17,23 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pcnbench.cells import EXCLUDE_KEYS, Cell, Choice, expand, matches_rule
-from pcnbench.claims import pairs_by_model, parse_expectation, selector_label
+from pcnbench.claims import (
+    QUANTITIES,
+    REFERENCE_QUANTITIES,
+    pairs_by_model,
+    parse_expectation,
+    selector_label,
+)
 from pcnbench.coverage import Coverage
 from pcnbench.errors import ParamError, SuiteError
 from pcnbench.recipe import Recipe
 from pcnbench.schema import (
     AXES,
     MAX_CELLS,
+    ClaimSpec,
     Entry,
     Pick,
+    ReferenceBaseline,
     Selector,
     Suite,
     parse_suite,
@@ -272,23 +281,13 @@ def check_claims(loaded: LoadedSuite) -> None:
             except ValueError as exc:
                 raise source.error((*base, "expect", key), str(exc)) from None
         picked: dict[str, list[Cell]] = {}
+        if isinstance(spec.baseline, ReferenceBaseline):
+            _check_reference_claim(loaded, base, spec, raw)
+            continue
         for side in ("subject", "baseline"):
             selector: Selector = getattr(spec, side)
             at: KeyPath = (*base, side)
-            written = raw.get(side) or {}
-            if not any(getattr(selector, a) is not None for a in ("dataset", "model", "method")):
-                raise source.error(at, "a selector names a dataset, model or method (or several)")
-            for axis in ("dataset", "model", "method"):
-                pick = getattr(selector, axis)
-                if pick is not None:
-                    error = _pick_error(loaded, (*at, axis), axis, pick, written.get(axis))
-                    if error is not None:
-                        raise error
-            rule = {
-                a: getattr(selector, a).model_dump()
-                for a in ("dataset", "model", "method")
-                if getattr(selector, a) is not None
-            }
+            rule = _check_subject(loaded, at, selector, raw.get(side) or {})
             cells = [
                 c
                 for c in loaded.cells
@@ -330,6 +329,72 @@ def check_claims(loaded: LoadedSuite) -> None:
                     f"the baseline matches {len(settings)} settings for {group} "
                     f"({'; '.join(sorted(settings))}): name one (with params) to compare with",
                 )
+
+
+def _check_subject(loaded: LoadedSuite, at: KeyPath, selector: Selector, written: Any) -> dict:
+    """A claim side's selector names something, and each pick exists in the suite; its rule."""
+    source = loaded.source
+    if not any(getattr(selector, a) is not None for a in ("dataset", "model", "method")):
+        raise source.error(at, "a selector names a dataset, model or method (or several)")
+    for axis in ("dataset", "model", "method"):
+        pick = getattr(selector, axis)
+        if pick is not None:
+            error = _pick_error(loaded, (*at, axis), axis, pick, written.get(axis))
+            if error is not None:
+                raise error
+    return {
+        a: getattr(selector, a).model_dump()
+        for a in ("dataset", "model", "method")
+        if getattr(selector, a) is not None
+    }
+
+
+def _check_reference_claim(
+    loaded: LoadedSuite, base: KeyPath, spec: ClaimSpec, raw: dict[str, Any]
+) -> None:
+    """A claim against a published reference: the reference exists and states each quantity,
+    and the subject names cells on its dataset."""
+    source = loaded.source
+    assert isinstance(spec.baseline, ReferenceBaseline)
+    wanted = spec.baseline.reference
+    labels = [r.label for r in loaded.suite.references]
+    if wanted not in labels:
+        close = difflib.get_close_matches(wanted, labels, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        listed = ", ".join(f"'{label}'" for label in labels) or "none"
+        raise source.error(
+            (*base, "baseline", "reference"),
+            f"the suite lists no reference '{wanted}'{hint} (references: {listed})",
+        )
+    reference = loaded.suite.references[labels.index(wanted)]
+    for key in spec.expect:
+        stated = REFERENCE_QUANTITIES.get(QUANTITIES[key].column)
+        if stated is None or getattr(reference, stated) is None:
+            what = (
+                "states accuracy, params and MACs only"
+                if stated is None
+                else f"states no {stated} (add it to the reference)"
+            )
+            raise source.error(
+                (*base, "expect", key),
+                f"the reference '{wanted}' {what}: it cannot be compared on {key}",
+                key=True,
+            )
+    rule = _check_subject(loaded, (*base, "subject"), spec.subject, raw.get("subject") or {})
+    on_dataset = [
+        c
+        for c in loaded.cells
+        if c.dataset.name == reference.dataset
+        and matches_rule(
+            rule, {"dataset": c.dataset, "model": c.model, "method": c.method, "seed": 0}
+        )
+    ]
+    if not on_dataset:
+        raise source.error(
+            (*base, "subject"),
+            f"the subject ({selector_label(spec.subject)}) matches no cell on the reference's "
+            f"dataset '{reference.dataset}'",
+        )
 
 
 def check_references(loaded: LoadedSuite) -> None:

@@ -215,7 +215,12 @@ def _claims(data: ReportData) -> list[dict[str, Any]]:
                 "verdict": claim.verdict,
                 "css": claim.verdict.replace(" ", "-"),
                 "note": _VERDICT_NOTE.get(claim.verdict, ""),
-                "comparison": f"{claim.subject} vs {claim.baseline}" if claim.subject else "",
+                "comparison": (
+                    f"{claim.subject} vs {claim.baseline}"
+                    + (f" ({claim.source})" if getattr(claim, "source", "") else "")
+                    if claim.subject
+                    else ""
+                ),
                 "expect": "; ".join(claim.expect),
                 "over": claim.over,
                 "reason": claim.reason,
@@ -242,7 +247,13 @@ def _check_text(check: Any) -> dict[str, str]:
         if check.n >= 2
         else "(one seed: no interval)"
     )
-    how = f"paired over {check.n} seeds" if check.paired else f"Welch, n = {check.n}"
+    how = (
+        f"{check.n} seeds vs the published value"
+        if getattr(check, "published", False)
+        else f"paired over {check.n} seeds"
+        if check.paired
+        else f"Welch, n = {check.n}"
+    )
     return {
         "quantity": check.quantity,
         "text": f"{_signed(check.estimate, ratio)}{unit} {interval}",
