@@ -1,4 +1,4 @@
-"""Built-in datasets: digits, synthetic, the torchvision sets and ImageNet folders."""
+"""Built-in datasets: digits, MNIST-1D, synthetic, the torchvision sets and ImageNet folders."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pcnbench.hookspecs import Register, hookimpl
 
 from .digits import Digits
 from .imagenet import Imagenet
+from .mnist1d import Mnist1d
 from .synthetic import Synthetic
 from .torchvision_sets import Cifar10, Cifar100, FashionMnist, Mnist
 
@@ -13,5 +14,5 @@ from .torchvision_sets import Cifar10, Cifar100, FashionMnist, Mnist
 @hookimpl
 def register_datasets(register: Register) -> None:
     """Register every built-in dataset."""
-    for dataset in (Digits, Synthetic, Cifar10, Cifar100, Mnist, FashionMnist, Imagenet):
+    for dataset in (Digits, Mnist1d, Synthetic, Cifar10, Cifar100, Mnist, FashionMnist, Imagenet):
         register(dataset())
