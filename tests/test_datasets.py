@@ -50,6 +50,7 @@ def test_register_datasets_registers_every_builtin_with_info_that_needs_no_data(
     datasets = _registered()
     assert set(datasets) == {
         "digits",
+        "mnist1d",
         "synthetic",
         "cifar10",
         "cifar100",
@@ -61,6 +62,7 @@ def test_register_datasets_registers_every_builtin_with_info_that_needs_no_data(
     nowhere = str(tmp_path / "absent")
     expected = {
         "digits": ({}, (1, 8, 8), 10),
+        "mnist1d": ({}, (1, 40), 10),
         "synthetic": ({}, (1, 8, 8), 4),
         "cifar10": ({"root": nowhere}, (3, 32, 32), 10),
         "cifar100": ({"root": nowhere}, (3, 32, 32), 100),
@@ -95,6 +97,7 @@ def test_builtin_datasets_leave_where_and_how_data_is_read_out_of_cell_ids(
     located = {"root", "download"}
     assert {name: locator_fields(d.Params) for name, d in datasets.items()} == {
         "digits": frozenset(),
+        "mnist1d": frozenset(),
         "synthetic": frozenset(),
         "cifar10": located,
         "cifar100": located,

@@ -251,7 +251,7 @@ def test_register_models_registers_unique_names_including_torchvision() -> None:
 
     *plugins, family = registered()
     names = [plugin.name for plugin in plugins]
-    assert names == ["resnet", "vgg", "mlp", "cnn"]
+    assert names == ["resnet", "vgg", "mlp", "cnn", "cnn1d"]
     assert all(isinstance(plugin, ModelPlugin) for plugin in plugins)
     assert isinstance(family, Family) and family.name == "torchvision:*"
     members = family.names()
