@@ -670,49 +670,28 @@ def _progress(args: argparse.Namespace, cells: list, host: Any, out: Any) -> Any
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or with --dry-run, plan) a suite."""
-    from pcnbench.cells import select
-    from pcnbench.suite import load_suite
+    from pcnbench.orchestration import prepare, run_cells, selected_cells
 
     host = _plugins()
-
-    def warm(suite: Any) -> None:
-        # the run's settings are known: the executor starts what it needs (the local one, its
-        # worker server) while the suite's grid is validated
-        name = args.executor or suite.executor.name
-        if name not in host.executors:
-            return  # validation names it
-        jobs = args.jobs if args.jobs is not None else suite.executor.jobs
-        try:
-            host.executors.get(name).warm(jobs, args.device or suite.device)
-        except Exception as exc:  # an optional head start: the run goes on without it
-            print(
-                f"warning: executor '{name}' (plugin '{host.executors.plugin_of(name)}'):"
-                f" warm() failed ({type(exc).__name__}: {exc}); the run goes on without its"
-                " early start",
-                file=sys.stderr,
-            )
-
-    loaded = load_suite(args.suite, host, parsed=None if args.dry_run else warm)
-    # imported once the executor is warming up: these bring in torch and pandas
-    from pcnbench.runner import Runner
-    from pcnbench.store import Store
-
-    out = _console()
-    runner = Runner(
-        loaded,
+    loaded, runner = prepare(
+        args.suite,
         host,
         output=args.output,
         device=args.device,
-        argv=sys.argv,
-        metering=False if args.no_meter else None,
-        share=not args.no_share,
         jobs=args.jobs,
         executor=args.executor,
         address=args.address,
         threads=args.threads,
+        meter=not args.no_meter,
+        share=not args.no_share,
+        argv=sys.argv,
         # said once, as the run starts; the run's environment records it too
         warn=lambda message: print(message, file=sys.stderr),
+        warm=not args.dry_run,
     )
+    from pcnbench.store import Store
+
+    out = _console()
     if args.dry_run:
         cells, todo = runner.plan(args.only, args.force)
         _print_plan(loaded, cells, todo, out, host)
@@ -731,12 +710,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.file.writelines(f"{part}\n" for part in _wrapped(line, width, "", indent + "    "))
         out.file.flush()
         return EXIT_OK
-    selected = select(loaded.cells, args.only)
-    if not selected:
-        raise SuiteError(f"--only {args.only!r} matches no cell", file=loaded.file)
+    selected = selected_cells(loaded, args.only)
     with _progress(args, selected, host, out) as progress:
         runner.progress = progress
-        summary = runner.run(only=args.only, force=args.force, mix_suites=args.mix_suites)
+        summary = run_cells(
+            loaded, runner, only=args.only, force=args.force, mix_suites=args.mix_suites
+        )
     store = Store(runner.output / "results.db", readonly=True)
     try:
         frame = store.results_frame()
@@ -815,15 +794,11 @@ def _report(
 
     The results stay stored whatever happens to the report.
     """
-    from pcnbench.report import ReportError, build_report
+    from pcnbench.orchestration import build_report
 
-    try:
-        build_report(output, host, target, figure_formats=formats)
-    except ReportError as exc:
-        print(f"error: report incomplete: {exc}", file=sys.stderr)
-        return False
-    except PcnbenchError as exc:  # a full disk, a read-only folder, a damaged database
-        print(f"error: {exc}", file=sys.stderr)
+    error = build_report(output, host, target, formats)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
         return False
     out.print(f"report: {(target or output) / 'index.html'}", markup=False)
     return True
@@ -894,22 +869,34 @@ def _markdown(frame: Any) -> str:
     return "\n".join([head, rule, *rows])
 
 
+# JSON columns small enough for any CSV reader: what each cell's dataset, model and method were
+_CSV_JSON_KEPT = frozenset(
+    f"{axis}_{kind}" for axis in ("dataset", "model", "method") for kind in ("params", "setting")
+)
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     """Print stored results, one row per result."""
     from pcnbench.store import Store
 
     store = Store.open_existing(args.dir)  # read-only: creates and changes nothing
     try:
+        if args.format == "parquet":
+            from pcnbench.results import results_with_times
+
+            return _write_parquet(results_with_times(store), args.output)
         frame = store.results_frame()
     finally:
         store.close()
     if args.format == "csv":
-        sys.stdout.write(frame.to_csv(index=False))
+        if not args.all_columns:
+            frame = _without_large_json(frame)
+        _emit(frame.to_csv(index=False), args.output)
     elif args.format == "json":
         records = json.loads(frame.to_json(orient="records"))
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        _emit(json.dumps(records, indent=2) + "\n", args.output)
     elif args.format == "markdown":
-        sys.stdout.write(_markdown(_grouped(frame)) + "\n")
+        _emit(_markdown(_grouped(frame)) + "\n", args.output)
     else:
         out = _console(wide=True)
         frame = _grouped(frame)
@@ -923,6 +910,55 @@ def cmd_results(args: argparse.Namespace) -> int:
         failed = frame[frame["status"] != "done"]["cell_id"].unique().tolist()
         if failed:
             _reasons(frame, failed, out)
+    return EXIT_OK
+
+
+def _without_large_json(frame: Any) -> Any:
+    """`frame` without the JSON columns that grow with the model (said on stderr, once)."""
+    from pcnbench.results import json_columns
+
+    dropped = [c for c in json_columns(frame) if c not in _CSV_JSON_KEPT]
+    if dropped:
+        print(
+            f"note: left out {len(dropped)} JSON column{'s' if len(dropped) > 1 else ''} "
+            f"({', '.join(dropped)}); --all-columns keeps them, --format json or parquet "
+            "has every column",
+            file=sys.stderr,
+        )
+    return frame.drop(columns=dropped)
+
+
+def _emit(text: str, output: str | None) -> None:
+    """`text` to the file `output`, or standard output."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    Path(output).write_text(text, encoding="utf-8")
+
+
+def _write_parquet(frame: Any, output: str | None) -> int:
+    """The results with proper dtypes as Parquet (JSON columns as their JSON text)."""
+    import io
+
+    from pcnbench.results import json_columns, typed_frame
+
+    if output is None and sys.stdout.isatty():
+        raise PcnbenchError("Parquet is binary: write it with --output FILE or redirect stdout")
+    typed = typed_frame(frame)
+    for name in json_columns(frame):  # one Parquet type per column: the text, not the objects
+        typed[name] = frame[name].astype("string")
+    try:
+        buffer = io.BytesIO()
+        typed.to_parquet(buffer, index=False)
+    except ImportError as exc:
+        raise PcnbenchError(
+            f"--format parquet needs pyarrow (pip install pyarrow): {exc}"
+        ) from None
+    if output is None:
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.flush()
+    else:
+        Path(output).write_bytes(buffer.getvalue())
     return EXIT_OK
 
 
@@ -1074,7 +1110,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     res = sub.add_parser("results", help="print stored results")
     res.add_argument("dir", help="a suite's output directory (or its results.db)")
-    res.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    res.add_argument(
+        "--format", choices=["table", "csv", "json", "markdown", "parquet"], default="table"
+    )
+    res.add_argument(
+        "--all-columns",
+        action="store_true",
+        help="csv: keep the large JSON columns (layer lists, spectra) too",
+    )
+    res.add_argument("--output", metavar="FILE", help="write there instead of standard output")
     res.set_defaults(func=cmd_results)
 
     claims = sub.add_parser(

@@ -353,6 +353,16 @@ class Reporter:
         """Write this reporter's files under `out_dir` and return their paths."""
         raise NotImplementedError
 
+    def tables(self, data: ReportData) -> dict[str, pd.DataFrame]:
+        """This reporter's tables as DataFrames, by name (`pcnbench.load(...).comparison()`
+        asks for "comparison"); none by default."""
+        return {}
+
+    def figures(self, data: ReportData) -> list[ReportFigure]:
+        """This reporter's figures, drawn but not saved (`Results.figure(name)`); none by
+        default. The caller owns (and closes) the matplotlib figures."""
+        return []
+
 
 @dataclass(frozen=True)
 class MeterProbe:
@@ -438,6 +448,9 @@ class Executor:
     """
 
     name: str = ""
+    # The executor's `executor.options` as a Params model: validated where the suite is read,
+    # errors pointing into the YAML (None: `check` alone judges the options).
+    Options: ClassVar[type[Params] | None] = None
 
     def probe(self) -> str:
         """Say in a line whether this executor can run here and with what (for `pcnbench env`)."""

@@ -712,9 +712,13 @@ def test_pcn_undersampled_layers_reach_the_user_as_one_warning_line_per_cell(
     # reads the class token alone, 8 rows of 32
     method = "name: pcn\n    params: {at_epoch: 1, keep: f0.5, calibration: 8, grow: true}"
     suite.write_text(VIT_SUITE.format(method=method), encoding="utf-8")
+    from pcnbench.orchestration import run
+
+    result = run(
+        suite, output=tmp_path / "out", meter=False, report=False, verbose=True, host=vit_host
+    )
+    assert result.ok
     loaded = load_suite(suite, vit_host)
-    summary = Runner(loaded, vit_host, output=tmp_path / "out", metering=False).run()
-    assert not summary.failed
     err = capsys.readouterr().err
     said = [line for line in err.splitlines() if "calibration samples" in line]
     (cell,) = loaded.cells
@@ -725,6 +729,7 @@ def test_pcn_undersampled_layers_reach_the_user_as_one_warning_line_per_cell(
         "with more samples"
     ], err
     assert "UserWarning" not in err
+    assert [w for w in result.warnings if "calibration samples" in w] == said
     with sqlite3.connect(tmp_path / "out" / "results.db") as db:
         (stored,) = db.execute("SELECT warnings FROM cells").fetchone()
     assert json.loads(stored) == [said[0].split(": ", 2)[2]]

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from pcnbench.api import ReportData
+    import pandas as pd
+
+    from pcnbench.api import ReportData, ReportFigure
 
 __all__ = ["FiguresReporter", "HtmlReporter", "TablesReporter"]
 
@@ -33,6 +35,17 @@ class TablesReporter(Reporter):
         from .tables import write_tables
 
         return write_tables(data, out_dir)
+
+    def tables(self, data: ReportData) -> dict[str, pd.DataFrame]:
+        """ "comparison" (comparison.csv's rows) and "references" (the published figures)."""
+        from .points import operating_points
+        from .tables import comparison_frame, comparison_tables, reference_frame, reference_tables
+
+        groups = operating_points(data)
+        return {
+            "comparison": comparison_frame(comparison_tables(groups)),
+            "references": reference_frame(reference_tables(groups)),
+        }
 
 
 class FiguresReporter(Reporter):
@@ -56,6 +69,12 @@ class FiguresReporter(Reporter):
 
         asked = dict.fromkeys((*self.formats, *data.figure_formats))
         return write_figures(data, out_dir, tuple(asked))
+
+    def figures(self, data: ReportData) -> list[ReportFigure]:
+        """Pareto fronts, training curves and each method's figures, drawn and not saved."""
+        from .figures import draw_figures
+
+        return draw_figures(data)
 
 
 class HtmlReporter(Reporter):

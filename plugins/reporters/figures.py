@@ -32,7 +32,7 @@ from .style import method_colors, style, tidy_ticks
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pcnbench.api import Method, ReportData
+    from pcnbench.api import ReportData
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -153,23 +153,6 @@ def _entry(
     return FigureEntry(kind, title, item.caption, stem, files, method=method)
 
 
-def _method_entries(
-    name: str,
-    method: Method,
-    data: ReportData,
-    colors: dict[str, str],
-    out_dir: Path,
-    used: set[str],
-    formats: Sequence[str] = DEFAULT_FORMATS,
-) -> list[FigureEntry]:
-    """Call one method's `figures` and save what it returns; a raise is one failed entry."""
-    try:
-        items = list(method.figures(data, colors))
-    except Exception as exc:
-        return [_failure("method", f"{name} figures", name, exc)]
-    return [_entry("method", name, item, out_dir, used, formats) for item in items]
-
-
 def _suite_methods(data: ReportData) -> list[str]:
     """Method names in the order the suite of the last run lists them ([] if unreadable)."""
     if data.runs.empty or "suite_text" not in data.runs.columns:
@@ -191,34 +174,55 @@ def method_order(data: ReportData) -> list[str]:
     return list(dict.fromkeys([*listed, *present]))
 
 
+def draw_figures(data: ReportData) -> list[ReportFigure]:
+    """Every figure the data supports, drawn (matplotlib Figures the caller closes) and not
+    saved: Pareto fronts, training curves, then each installed method's own figures. A method
+    whose `figures` raised contributes none here (the report says why)."""
+    with style():
+        return [item for _, _, item in _figures(data) if isinstance(item, ReportFigure)]
+
+
+def _figures(data: ReportData) -> list[tuple[str, str, Any]]:
+    """(kind, method, what its call gave) for every figure the data supports, in the report's
+    order: a ReportFigure (or whatever a method returned), or the exception its call raised."""
+    groups = operating_points(data)
+    order = method_order(data)
+    colors = method_colors(order)
+    out: list[tuple[str, str, Any]] = []
+    if groups:
+        out += [("pareto", "", item) for item in pareto_figures(groups, colors)]
+        out += [("curves", "", item) for item in curve_figures(data, groups, colors)]
+    for name in order:
+        if name in data.methods:
+            try:
+                items = list(data.methods[name].figures(data, colors))
+            except Exception as exc:
+                out.append(("method", name, exc))
+                continue
+            out += [("method", name, item) for item in items]
+    return out
+
+
 def render_figures(
     data: ReportData, out_dir: Path, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> list[FigureEntry]:
     """Draw every figure the data supports under `out_dir` (SVG, plus `formats`); skipped
     ones say why."""
     formats = check_formats(formats)
-    groups = operating_points(data)
-    order = method_order(data)
-    colors = method_colors(order)
     entries: list[FigureEntry] = []
     used: set[str] = set()
     with style():
-        if not groups:
+        if not operating_points(data):
             why = "no finished results yet"
             entries += [
                 FigureEntry("pareto", "Pareto fronts", skipped=why),
                 FigureEntry("curves", "Training curves", skipped=why),
             ]
-        else:
-            for kind, items in (
-                ("pareto", pareto_figures(groups, colors)),
-                ("curves", curve_figures(data, groups, colors)),
-            ):
-                entries += [_entry(kind, "", item, out_dir, used, formats) for item in items]
-        for name in order:
-            if name in data.methods:
-                method = data.methods[name]
-                entries += _method_entries(name, method, data, colors, out_dir, used, formats)
+        for kind, method, item in _figures(data):
+            if isinstance(item, Exception):
+                entries.append(_failure("method", f"{method} figures", method, item))
+            else:
+                entries.append(_entry(kind, method, item, out_dir, used, formats))
     return entries
 
 
