@@ -95,7 +95,7 @@ def test_adding_an_optional_field_with_default_keeps_old_ids():
 def test_config_has_defaults_filled_and_id_does_not_depend_on_device_or_output(host, write_suite):
     one = load_suite(write_suite(BASE_SUITE, "a.yaml"), host).cells[0]
     assert one.config["recipe"]["weight_decay"] == 0.0
-    assert one.config["model"]["params"] == {"width": 8, "depth": 1}
+    assert one.config["model"]["params"] == {"width": 8, "depth": 1, "residual": False}
     moved = BASE_SUITE + "device: cpu\noutput: elsewhere\ndeterministic: true\n"
     two = load_suite(write_suite(moved, "b.yaml"), host).cells[0]
     assert one.id == two.id
