@@ -421,7 +421,19 @@ def _check(exp: Expectation, subject: _Point, baseline: _Point) -> tuple[ClaimCh
     est: Estimate | None
     est = paired_delta(s, b) if paired else welch_delta(list(s.values()), list(b.values()))
     assert est is not None  # both sides have values
-    mean, low, high = est.mean, est.low, est.high
+    return _judged(exp, est, 0.0, paired=paired), ""
+
+
+def _judged(
+    exp: Expectation, est: Estimate, shift: float, *, paired: bool, published: bool = False
+) -> ClaimCheck:
+    """The check an interval (of differences, or of values less `shift`) makes of `exp`.
+
+    `est` is on the quantity's comparison scale (log for ratios); the result is in the
+    expectation's own terms: percentage points, a ratio, or the quantity's unit.
+    """
+    q = QUANTITIES[exp.quantity]
+    mean, low, high = est.mean - shift, est.low - shift, est.high - shift
     if q.kind == "inverse":  # baseline/subject: the negated log-difference
         mean, low, high = -mean, -high, -low
     if exp.ratio:
@@ -429,7 +441,7 @@ def _check(exp: Expectation, subject: _Point, baseline: _Point) -> tuple[ClaimCh
     elif q.kind == "pp":
         mean, low, high = 100.0 * mean, 100.0 * low, 100.0 * high
     verdict = _verdict(low, high, exp.op, exp.value) if est.half_width is not None else INCONCLUSIVE
-    check = ClaimCheck(
+    return ClaimCheck(
         quantity=exp.quantity,
         expect=exp.text.strip(),
         op=exp.op,
@@ -441,8 +453,8 @@ def _check(exp: Expectation, subject: _Point, baseline: _Point) -> tuple[ClaimCh
         n=est.n,
         paired=paired,
         verdict=verdict,
+        published=published,
     )
-    return check, ""
 
 
 def _combine(verdicts: Sequence[str], over: str) -> str:
@@ -534,20 +546,7 @@ def judge_claim(spec: ClaimSpec, data: ReportData) -> ClaimResult:
             if check is None:
                 return not_evaluated(why, tuple(judged))
             checks.append(check)
-        verdicts = [c.verdict for c in checks]
-        verdict = (
-            REFUTED
-            if REFUTED in verdicts
-            else SUPPORTED
-            if set(verdicts) == {SUPPORTED}
-            else INCONCLUSIVE
-        )
-        label = point.label
-        if len({p.group for p in subjects}) > 1:
-            label = f"{point.group} · {label}"
-        judged.append(
-            ClaimPoint(label, verdict, tuple(checks), tuple(point.cells), tuple(partner.cells))
-        )
+        judged.append(_claim_point(point, subjects, checks, tuple(partner.cells)))
     return _decided(spec, base, judged)
 
 
@@ -573,28 +572,7 @@ def _check_reference(exp: Expectation, subject: _Point, published: float) -> Cla
         s, published = [math.log(v) for v in s], math.log(published)
     est = mean_ci(s)
     assert est is not None
-    mean, low, high = est.mean - published, est.low - published, est.high - published
-    if q.kind == "inverse":  # published/subject: the negated log-difference
-        mean, low, high = -mean, -high, -low
-    if exp.ratio:
-        mean, low, high = math.exp(mean), math.exp(low), math.exp(high)
-    elif q.kind == "pp":
-        mean, low, high = 100.0 * mean, 100.0 * low, 100.0 * high
-    verdict = _verdict(low, high, exp.op, exp.value) if est.half_width is not None else INCONCLUSIVE
-    return ClaimCheck(
-        quantity=exp.quantity,
-        expect=exp.text.strip(),
-        op=exp.op,
-        value=exp.value,
-        unit=exp.unit,
-        estimate=mean,
-        low=low,
-        high=high,
-        n=est.n,
-        paired=False,
-        verdict=verdict,
-        published=True,
-    )
+    return _judged(exp, est, published, paired=False, published=True)
 
 
 def _judge_against_reference(
@@ -643,19 +621,26 @@ def _judge_against_reference(
             if isinstance(check, str):
                 return not_evaluated(check, tuple(judged))
             checks.append(check)
-        verdicts = [c.verdict for c in checks]
-        verdict = (
-            REFUTED
-            if REFUTED in verdicts
-            else SUPPORTED
-            if set(verdicts) == {SUPPORTED}
-            else INCONCLUSIVE
-        )
-        label = point.label
-        if len({p.group for p in subjects}) > 1:
-            label = f"{point.group} · {label}"
-        judged.append(ClaimPoint(label, verdict, tuple(checks), tuple(point.cells), ()))
+        judged.append(_claim_point(point, subjects, checks, ()))
     return _decided(spec, base, judged)
+
+
+def _claim_point(
+    point: _Point, subjects: list[_Point], checks: list[ClaimCheck], baseline: tuple[str, ...]
+) -> ClaimPoint:
+    """One operating point judged: refuted when a check is, supported when all are."""
+    verdicts = [c.verdict for c in checks]
+    verdict = (
+        REFUTED
+        if REFUTED in verdicts
+        else SUPPORTED
+        if set(verdicts) == {SUPPORTED}
+        else INCONCLUSIVE
+    )
+    label = point.label
+    if len({p.group for p in subjects}) > 1:
+        label = f"{point.group} · {label}"
+    return ClaimPoint(label, verdict, tuple(checks), tuple(point.cells), baseline)
 
 
 def _decided(spec: ClaimSpec, base: ClaimResult, judged: list[ClaimPoint]) -> ClaimResult:
