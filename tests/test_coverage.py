@@ -49,6 +49,7 @@ from pcnbench_plugins.pruning import (
     prunable_weights,
     pruning_coverage,
 )
+from tests.nets import vision_transformer
 
 FULL = 10**6  # a fixed rank above any layer's: capped at min(m, n), so exact
 
@@ -472,16 +473,8 @@ def test_lowrank_leaves_attention_grouped_transposed_and_uncalled_layers_dense()
 
 
 def tiny_vit(num_classes: int = 10) -> nn.Module:
-    """torchvision's ViT at 42,282 parameters (vit_b_16's builder fixes its depth and width)."""
-    return torchvision.models.VisionTransformer(
-        image_size=32,
-        patch_size=16,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        mlp_dim=64,
-        num_classes=num_classes,
-    )
+    """torchvision's ViT at 42,282 parameters."""
+    return vision_transformer(num_classes=num_classes)
 
 
 # conv_proj 32·3·16·16 = 24,576; per encoder layer in_proj 96·32 = 3,072, out_proj 32·32 =
@@ -493,15 +486,7 @@ VIT_REST = VIT_TOTAL - VIT_PRUNED  # biases, norms, class token, position embedd
 
 def small_vit() -> nn.Module:
     """Two ViT-B-shaped blocks at width 192 (ViT-Ti's): weights are 99.4% of the model."""
-    return torchvision.models.VisionTransformer(
-        image_size=32,
-        patch_size=16,
-        num_layers=2,
-        num_heads=3,
-        hidden_dim=192,
-        mlp_dim=768,
-        num_classes=10,
-    )
+    return vision_transformer(width=192, heads=3, mlp=768)
 
 
 class TinyVit(ModelPlugin):

@@ -18,6 +18,7 @@ from pcnbench_plugins.datasets.synthetic import Synthetic
 from pcnbench_plugins.pcn import PCN, PCAConv, PCAConv2d, PCALinear, PCNParams, pcn_transform
 from pcnbench_plugins.pcn.layers import unsupported
 from pcnbench_plugins.pcn.plan import ATTENTION, account
+from tests.nets import vision_transformer
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:pcn.*fewer calibration samples than input features:UserWarning"
@@ -468,15 +469,7 @@ def test_mobilenet_v3_never_grows_and_the_plan_matches_the_transform() -> None:
 
 def tiny_vit() -> nn.Module:
     torch.manual_seed(0)
-    return torchvision.models.VisionTransformer(
-        image_size=32,
-        patch_size=16,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        mlp_dim=64,
-        num_classes=10,
-    )
+    return vision_transformer()
 
 
 def test_vision_transformer_transforms_its_mlp_on_token_inputs() -> None:
