@@ -169,8 +169,9 @@ def param_rows(params_model: type[BaseModel]) -> list[ParamRow]:
 
 
 def _plugin_rows(obj: Any) -> list[ParamRow]:
-    """The parameter rows of a plugin object (none for kinds without `Params`)."""
-    model = getattr(obj, "Params", None)
+    """The parameter rows of a plugin object: its `Params`, or an executor's `Options` (none
+    for kinds without either)."""
+    model = getattr(obj, "Params", None) or getattr(obj, "Options", None)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return param_rows(model)
     return []
@@ -275,7 +276,10 @@ def _describe_one(host: PluginHost, kind: str, attr: str, name: str, shown: str)
         lines += textwrap.wrap(summary, WIDTH)
     lines.append("")
     if rows:
-        lines.append(f"Parameters (the `params:` of a {kind} entry in a suite):")
+        if kind == "executor":
+            lines.append("Options (the `executor.options` of a suite):")
+        else:
+            lines.append(f"Parameters (the `params:` of a {kind} entry in a suite):")
         lines.append(_text_table(rows))
     else:
         lines.append("No parameters.")

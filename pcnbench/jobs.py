@@ -60,7 +60,10 @@ class WorkerConfig:
 class Outcome:
     """What running one cell produced, in any process: the driver stores it."""
 
-    status: str  # done | failed | halted (the machine cannot go on: the run stops, see HaltError)
+    # done | failed | halted (the machine cannot go on: the run stops, see HaltError) |
+    # interrupted (not the cell's fault, e.g. its cluster job was cancelled: stored so, the
+    # next run resumes it from its checkpoint, the run goes on)
+    status: str
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     epochs: list[Any] = field(default_factory=list)  # EpochRecords

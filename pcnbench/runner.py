@@ -8,7 +8,6 @@ itself: the executor decides where each runs, and every place runs it the same w
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -336,6 +335,8 @@ class Runner:
                 driver.close()
                 if status != "interrupted" and summary.failed:
                     status = "failed"
+                elif status == "done" and summary.interrupted:  # a cell's job was cancelled
+                    status = "interrupted"
                 store.end_run(run_id, status)
                 store.close()
                 execution.release(job.config)
@@ -387,11 +388,22 @@ class _Driver:
                 cell=cell, status="interrupted", results=[], error=outcome.error
             )
             raise HaltError(outcome.error or "the machine could not go on")
+        if outcome.status == "interrupted":  # not the cell's fault (its cluster job was
+            # cancelled, preempted, out of time): the next run resumes it; the run goes on
+            self.store.finish_cell(
+                cell.id, "interrupted", error=outcome.error, wall_time_s=outcome.wall_time_s
+            )
+            self.runner.host.hook.on_cell_end(
+                cell=cell, status="interrupted", results=[], error=outcome.error
+            )
+            self.summary.interrupted = True
+            return
         extra = dict(outcome.cell_columns)
         if outcome.warnings:
             extra["warnings"] = outcome.warnings
             for message in outcome.warnings:  # above any progress bars (rich redirects stderr)
-                print(f"warning: {cell.label}: {message}", file=sys.stderr, flush=True)
+                if self.runner.warn is not None:
+                    self.runner.warn(f"warning: {cell.label}: {message}")
         self.store.finish_cell(
             cell.id,
             outcome.status,

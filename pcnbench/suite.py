@@ -642,7 +642,20 @@ def load_suite(
             else ("executor",),
             executors.unknown_message(suite.executor.name),
         )
+    if executors is not None:
+        check_executor_options(suite, source, executors.get(suite.executor.name))
     return loaded
+
+
+def check_executor_options(suite: Suite, source: Source, executor: Any) -> None:
+    """Validate `executor.options` against the executor's `Options` model, where it has one."""
+    model = getattr(executor, "Options", None)
+    if model is None:
+        return
+    try:
+        model.model_validate(suite.executor.options)
+    except ValidationError as exc:
+        raise pydantic_error(exc, source, ("executor", "options"), model) from None
 
 
 __all__ = ["LoadedSuite", "SuiteError", "check_size", "grid_size", "load_suite", "resolve_axis"]
