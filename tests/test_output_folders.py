@@ -190,12 +190,12 @@ def test_an_output_name_too_long_for_the_file_system_is_one_clear_error(
 def test_an_os_error_no_check_foresaw_is_one_line_naming_the_file(monkeypatch, capsys) -> None:
     import errno
 
-    import pcnbench.cli as cli
+    from pcnbench.cli.commands import env
 
     def refuse(args: object) -> int:
         raise OSError(errno.EIO, "Input/output error", "/mnt/disk/results.db")
 
-    monkeypatch.setattr(cli, "cmd_env", refuse)
+    monkeypatch.setattr(env, "cmd_env", refuse)
     assert main(["env"]) == 2
     err = capsys.readouterr().err
     assert err == "error: Input/output error (/mnt/disk/results.db)\n"

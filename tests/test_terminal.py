@@ -8,9 +8,10 @@ import re
 import pytest
 from rich.cells import cell_len
 
-from pcnbench import cli
 from pcnbench.api import Method, Params
-from pcnbench.cli import main
+from pcnbench.cli import loading, main
+from pcnbench.cli.tables import print_summary
+from pcnbench.cli.terminal import rich_console
 from pcnbench.hookspecs import hookimpl
 from pcnbench.labels import (
     CellParts,
@@ -63,7 +64,7 @@ def test_run_summary_fits_80_columns_and_tells_every_row_apart(synthetic, monkey
     store = Store(synthetic / "results.db", readonly=True)
     frame = store.results_frame()
     store.close()
-    cli._summary(frame, set(frame["cell_id"]), cli._console(wide=True), {"lottery": ("level",)})
+    print_summary(frame, set(frame["cell_id"]), rich_console(wide=True), {"lottery": ("level",)})
     text = capsys.readouterr().out
     _fits(text, 80)
     rows = _table_rows(text)
@@ -73,7 +74,7 @@ def test_run_summary_fits_80_columns_and_tells_every_row_apart(synthetic, monkey
     assert all(r.startswith(("depth=20 · ", "depth=56 · ")) for r in rows)  # what varies
     assert "cifar10" not in text and "resnet" not in text  # what does not
     monkeypatch.setenv("COLUMNS", "120")  # wider: the epochs too, whole ones as integers
-    cli._summary(frame, set(frame["cell_id"]), cli._console(wide=True), {"lottery": ("level",)})
+    print_summary(frame, set(frame["cell_id"]), rich_console(wide=True), {"lottery": ("level",)})
     wide = capsys.readouterr().out
     assert _header(wide)[-1] == "epochs"
     assert _table_rows(wide)[0].endswith(" 20") and "20.0" not in wide
@@ -95,7 +96,7 @@ def test_tables_list_each_configurations_seeds_together_in_order(synthetic, caps
     frame = store.results_frame()
     store.close()
     assert frame["seed"].tolist() != sorted(frame["seed"].tolist())
-    cli._summary(frame, set(frame["cell_id"]), cli._console(wide=True), {"lottery": ("level",)})
+    print_summary(frame, set(frame["cell_id"]), rich_console(wide=True), {"lottery": ("level",)})
     rows = []
     for row in _table_rows(capsys.readouterr().out):
         label, seed, *rest = re.split(r"\s{2,}", row.strip())
@@ -181,7 +182,7 @@ def test_a_run_whose_cells_fail_ends_with_each_reason_and_its_count(
     write_suite, tmp_path, monkeypatch, capsys
 ):
     host = load_plugins(extra=[("test-fail", FailPlugin())])
-    monkeypatch.setattr(cli, "_plugins", lambda: host)
+    monkeypatch.setattr(loading, "plugins", lambda: host)
     text = BASE_SUITE.replace("seeds: [0]", "seeds: [0, 1, 2]").replace(
         "  - dense", "  - name: fail\n    params: {why: [disk on fire, out of cheese]}"
     )
