@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ FASTEST = {"precision": "bf16", "channels_last": True, "compile": "reduce-overhe
 EAGER = {"precision": "fp32", "channels_last": False, "compile": False}
 # figures one benchmark measures and a later one uses (test_packing → test_projection)
 MEASURED: dict[str, float] = {}
+# what pcnbench reads to fit its output to a terminal (a width set shortens the cell ids that
+# `validate` prints); GNU readline exports both to the children of a Python that loaded it,
+# as pytest can, so a benchmark would see a layout that depends on how it was started
+TERMINAL_SIZE = ("COLUMNS", "LINES")
 
 
 def sync(device: Any) -> None:
@@ -72,18 +77,34 @@ def paired(
     return statistics.median(target_times), statistics.median(base_times)
 
 
+def child_env(env: Mapping[str, str] | None = None, width: int | None = None) -> dict[str, str]:
+    """`env` (default os.environ) for a pcnbench child: no COLUMNS/LINES unless `width` is given.
+
+    Without them the child lays its output out as for a pipe, whatever terminal (or readline)
+    started the benchmarks; `width` sets COLUMNS for a benchmark that wants a terminal's layout.
+    """
+    out = {k: v for k, v in (os.environ if env is None else env).items() if k not in TERMINAL_SIZE}
+    if width is not None:
+        out["COLUMNS"] = str(width)
+    return out
+
+
 def pcnbench_run(
     suite: str | Path,
     out: str | Path,
     *extra: str,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     check: bool = True,
+    width: int | None = None,
 ) -> tuple[float, str]:
-    """Wall seconds and stderr of `pcnbench run suite --output out --quiet *extra`."""
+    """Wall seconds and stderr of `pcnbench run suite --output out --quiet *extra`.
+
+    The child gets `env` (default os.environ) through `child_env`: COLUMNS only with `width`.
+    """
     cmd = [sys.executable, "-m", "pcnbench.cli", "run", str(suite), "--output", str(out)]
     cmd += ["--quiet", *extra]
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=child_env(env, width))
     wall = time.perf_counter() - start
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, pcnbench_run, short_quickstart
+from _common import ROOT, child_env, pcnbench_run, short_quickstart
 
 TARGET_S = 3.0
 
@@ -26,7 +26,7 @@ def time_report(results: Path, target: Path, *extra: str) -> tuple[float, float]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "pcnbench.cli", "report", str(results), "--output", str(target)]
-    subprocess.run([*cmd, *extra], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*cmd, *extra], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=child_env())
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

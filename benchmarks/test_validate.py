@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _common import ROOT
+from _common import ROOT, child_env
 
 MAX_WALL_S = 3.0
 MAX_PEAK_MB = 1000.0
@@ -61,9 +61,17 @@ print(json.dumps([wall, peak, cells]))
 
 
 def validate_once(suite: Path, cells: int) -> tuple[float, float]:
-    """Wall seconds and peak MB of one `pcnbench validate suite` in a new process."""
+    """Wall seconds and peak MB of one `pcnbench validate suite` in a new process.
+
+    Without COLUMNS in its environment (`child_env`): a width would shorten the cell ids that
+    the line count recognises. The wrapper passes its environment on to `pcnbench validate`.
+    """
     done = subprocess.run(
-        [sys.executable, "-c", WRAPPER, str(suite)], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", WRAPPER, str(suite)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=child_env(),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     wall, peak, lines = json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,7 +1,8 @@
 """Statistics over seeds: Student-t intervals, paired and Welch differences between two sides.
 
 The report's tables and the claims (`pcnbench claims`) use these alike; plugins reach them
-through `pcnbench.api`.
+through `pcnbench.api`. The t distribution is SciPy's (`scipy.stats.t`), imported only when an
+interval is computed.
 """
 
 from __future__ import annotations
@@ -20,71 +21,29 @@ __all__ = [
 ]
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+def _check_df(df: float) -> None:
+    if not df > 0:  # also rejects NaN
+        raise ValueError(f"df must be positive, got {df}")
 
 
 def student_t_cdf(t: float, df: float) -> float:
-    """P(T ≤ t) for Student's t distribution with `df` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
+    """P(T ≤ t) for Student's t with `df` degrees of freedom (> 0; fractional for Welch)."""
+    _check_df(df)
+    # imported here, not at the top: SciPy costs about a second, and validation and cell
+    # processes import this module without ever computing an interval
+    from scipy.stats import t as student_t
+
+    return float(student_t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
     """The `p` quantile of Student's t with `df` degrees of freedom (e.g. 0.975, 2 → 4.303)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must lie in (0, 1), got {p}")
-    if df <= 0:
-        raise ValueError(f"df must be positive, got {df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while student_t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):  # bisection: the cdf is monotone and cheap
-        mid = 0.5 * (lo + hi)
-        if student_t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    _check_df(df)
+    from scipy.stats import t as student_t  # here, not at the top: see student_t_cdf
+
+    return float(student_t.ppf(p, df))
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,22 @@ def test_the_html_report_opens_with_the_claims_table(tmp_path: Path, reporting: 
     assert "Every IMP level of the lottery ticket" in section and "level=3" in section
 
 
+def test_a_long_operating_point_label_can_wrap_after_its_commas(
+    tmp_path: Path, reporting: Any
+) -> None:
+    # a setting's label has almost no spaces: without break opportunities it ran over the
+    # "Numbers that decided it" column
+    data = load_report_data(write_quickstart_results(tmp_path, "supported"), reporting)
+    html = render_html(data, tmp_path)
+    section = html[html.index('id="claims"') : html.index('id="summary"')]
+    label = (
+        "pcn(at_epoch=3,<wbr>keep=f0.0625,<wbr>layers={&#34;fc&#34;: null},<wbr>calibration=1000)"
+    )
+    assert f'<td class="wrap point">{label}' in section
+    assert section.count('<td class="wrap point">') == section.count('<td class="numbers">')
+    assert "table.claims td.point { overflow-wrap: break-word; }" in html  # a comma-less part
+
+
 def test_format_claims_says_when_the_suite_declares_none() -> None:
     assert "declares none" in format_claims([], "quickstart")
 

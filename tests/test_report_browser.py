@@ -18,6 +18,7 @@ import pytest
 from pcnbench.report import build_report
 
 from .reportdata import CLAIMS_TEXT, SUITE_TEXT, report_host, write_synthetic_results
+from .test_claims import write_quickstart_results
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -108,3 +109,20 @@ def test_report_renders_every_figure_in_chromium(browser, tmp_path: Path) -> Non
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "report.png")
+
+
+def test_long_operating_points_stay_inside_their_column(browser, tmp_path: Path) -> None:
+    # the quickstart's settings, e.g. pcn(at_epoch=3,keep=f0.0625,layers={"fc": null},...),
+    # have almost no spaces to wrap at
+    out = write_quickstart_results(tmp_path / "report", "supported")
+    build_report(out, report_host())
+    browser.get((out / "index.html").as_uri())
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('table.claims td.numbers')).map(n => {"
+        "  const p = n.previousElementSibling;"  # the operating point's cell
+        "  return [p.textContent, p.scrollWidth, p.clientWidth,"
+        "          p.getBoundingClientRect().right, n.getBoundingClientRect().left]; })"
+    )
+    assert any("layers={" in text for text, *_ in cells), cells
+    for text, scroll, client, right, next_left in cells:
+        assert scroll <= client and right <= next_left + 0.5, f"{text!r} overflows its cell"

@@ -63,6 +63,7 @@ dl.env dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace;
 table.claims td { vertical-align: top; }
 table.claims td.claim { white-space: normal; min-width: 16em; max-width: 30em; }
 table.claims td.numbers { white-space: normal; min-width: 24em; }
+table.claims td.point { overflow-wrap: break-word; }
 table.claims ul { margin: 0; padding-left: 16px; }
 .verdict { display: inline-block; padding: 1px 7px; border-radius: 3px; font-weight: 600;
            font-size: 12.5px; white-space: nowrap; }
@@ -97,7 +98,8 @@ speedup are baseline/subject ratios; × marks a ratio subject/baseline elsewhere
 {% for p in c.points or [none] %}<tr>
 {% if loop.first %}<td class="l" rowspan="{{ n }}"><span class="verdict {{ c.css }}" title="{{ c.note }}">{{ c.verdict }}</span></td>
 <td class="claim" rowspan="{{ n }}"><b>{{ c.name }}</b>{% if c.comparison %}<span class="sub">{{ c.comparison }}: {{ c.expect }}{% if c.over == "all" %} (every operating point){% endif %}</span>{% endif %}{% if c.reason %}<span class="sub">{{ c.reason }}</span>{% endif %}</td>{% endif %}
-{% if p %}<td class="wrap">{{ p.label }}{% if p.decided %} <b>(decides)</b>{% endif %}<span class="sub"><span class="verdict {{ p.verdict|replace(" ", "-") }}">{{ p.verdict }}</span> · {{ p.cells }} cells</span></td>
+{# a setting's label has no spaces: break it after its commas (<wbr>; the parts are escaped) so that it wraps inside its column instead of running over the next #}
+{% if p %}<td class="wrap point">{{ p.label.split(",")|join(",<wbr>"|safe) }}{% if p.decided %} <b>(decides)</b>{% endif %}<span class="sub"><span class="verdict {{ p.verdict|replace(" ", "-") }}">{{ p.verdict }}</span> · {{ p.cells }} cells</span></td>
 <td class="numbers"><ul>{% for k in p.checks %}<li>{{ k.quantity }} {{ k.text }} {{ k.bound }} <span class="muted">({{ k.how }}; {{ k.verdict }})</span></li>{% endfor %}</ul></td>
 {% else %}<td class="muted">—</td><td class="muted">—</td>{% endif %}
 </tr>
