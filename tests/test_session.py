@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import pcnbench.session as session_module
+import pcnbench.session.loop as session_module
 from pcnbench.api import FolderSplits, TensorSplits
 from pcnbench.counting import count_macs, count_params
 from pcnbench.errors import DivergedError, PcnbenchError
