@@ -79,7 +79,7 @@ def test_a_cell_stores_the_same_columns_in_process_in_a_pool_and_on_ray(
 
 
 def test_the_suite_is_expanded_once_per_run(host, write_suite, tmp_path, monkeypatch):
-    import pcnbench.suite as suite_module
+    import pcnbench.suite.loading as suite_module
 
     calls = []
     original = suite_module.expand

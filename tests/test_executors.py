@@ -404,7 +404,7 @@ def test_run_warms_the_executor_with_the_runs_settings_before_building_models(
     write_suite, tmp_path, monkeypatch
 ):
     """`pcnbench run` lets the executor start its workers while the grid is validated."""
-    import pcnbench.suite
+    import pcnbench.suite.loading
     from pcnbench.cli import main
     from pcnbench_plugins.executors.local import LocalExecutor
 
@@ -412,13 +412,13 @@ def test_run_warms_the_executor_with_the_runs_settings_before_building_models(
     monkeypatch.setattr(
         LocalExecutor, "warm", lambda self, jobs, device: calls.append(("warm", jobs, device))
     )
-    checked = pcnbench.suite.check_compatibility
+    checked = pcnbench.suite.loading.check_compatibility
 
     def check(loaded, host):
         calls.append(("models",))
         return checked(loaded, host)
 
-    monkeypatch.setattr(pcnbench.suite, "check_compatibility", check)
+    monkeypatch.setattr(pcnbench.suite.loading, "check_compatibility", check)
     path = write_suite(BASE_SUITE + "executor: {name: local, jobs: 3}\n")
     out = tmp_path / "out"
     assert (
