@@ -47,14 +47,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pcnbench.data import derive_seed
-    from pcnbench.layers import called_layers, layer_names, select_layers, weight_names
+    from pcnbench.layers import WEIGHTED, called_layers, layer_names, select_layers, weight_names
     from pcnbench.masks import Masked, MaskEnforcer, mask_density, masked_parameters, set_mask
+    from pcnbench.modes import eval_mode
     from pcnbench.optim import exclude_from_weight_decay
 
 # Names whose modules import torch: resolved on first use (PEP 562), so that loading plugins
 # and validating a suite never import torch.
 _LAZY = {
     "derive_seed": "data",
+    "WEIGHTED": "layers",
     "called_layers": "layers",
     "layer_names": "layers",
     "weight_names": "layers",
@@ -64,6 +66,7 @@ _LAZY = {
     "mask_density": "masks",
     "masked_parameters": "masks",
     "set_mask": "masks",
+    "eval_mode": "modes",
     "exclude_from_weight_decay": "optim",
 }
 
@@ -79,6 +82,8 @@ def __getattr__(name: str) -> Any:
         from pcnbench import layers as found
     elif module == "masks":
         from pcnbench import masks as found
+    elif module == "modes":
+        from pcnbench import modes as found
     else:
         from pcnbench import optim as found
     value = getattr(found, name)
@@ -92,6 +97,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "WEIGHTED",
     "Cell",
     "CellQueue",
     "Choice",
@@ -141,6 +147,7 @@ __all__ = [
     "coverage_of",
     "cpu_processes",
     "derive_seed",
+    "eval_mode",
     "exclude_from_weight_decay",
     "is_missing",
     "layer_names",

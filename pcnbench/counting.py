@@ -14,6 +14,7 @@ from torch.utils.flop_counter import flop_registry
 
 from pcnbench.errors import PcnbenchError
 from pcnbench.masks import masked_parameters
+from pcnbench.modes import eval_mode
 
 __all__ = ["check_countable", "count_macs", "count_params", "counted_tensors"]
 
@@ -103,7 +104,6 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     products). An operation reading a masked weight (see `pcnbench.masks`), or a slice of one
     such as attention's fused input projection, scales with the density of what it reads.
     """
-    modes = [(module, module.training) for module in model.modules()]
     reference = next(iter(model.parameters()), None)
     if reference is None:
         reference = next(iter(model.buffers()), torch.zeros(()))
@@ -111,16 +111,12 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     x = torch.zeros((1, *input_shape), dtype=dtype, device=reference.device)
     counter = _MaskedFlops([(m.param, m.mask) for m in masked_parameters(model)])
     fastpath = torch.backends.mha.get_fastpath_enabled()
-    model.eval()
     try:
         torch.backends.mha.set_fastpath_enabled(False)
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        with eval_mode(model), torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
             model(x)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-        # Restore each module's own mode: a model may deliberately mix train and eval parts.
-        for module, training in modes:
-            module.training = training
     return int(counter.flops) // 2
 
 

@@ -35,6 +35,8 @@ class Reason:
     PATTERN = "excluded by the suite's layer patterns"
     FIRST_LAYER = "first layer (reads the network input)"
     NOT_CALLED = "not called as a module in the forward pass"
+    # left dense whatever the method: no one reduces these, so listings leave them out
+    CONVENTIONAL = frozenset({BIAS, NORMALIZATION, EMBEDDING, TOKEN})
 
     @staticmethod
     def would_grow(before: int, after: int) -> str:
@@ -203,13 +205,7 @@ class Coverage:
         These are what a user may not expect: a module type the method does not support, a
         layer whose transform would grow it, a grouped convolution, and so on.
         """
-        routine = {
-            Reason.BIAS,
-            Reason.NORMALIZATION,
-            Reason.EMBEDDING,
-            Reason.TOKEN,
-            Reason.PATTERN,
-        }
+        routine = {*Reason.CONVENTIONAL, Reason.PATTERN}
         return [row for row in self.left_dense() if conventional or row.reason not in routine]
 
     def columns(self) -> dict[str, Any]:

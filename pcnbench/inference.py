@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pcnbench.modes import eval_mode
+
 __all__ = ["NOISY_TOLERANCE", "measure_inference", "median_interval", "noisy", "thread_bound"]
 
 # A ratio is flagged noisy when its 95% interval reaches more than 10% beyond it on either
@@ -214,22 +216,20 @@ def measure_inference(
             " (the figures of an earlier result with these architectures)"
         )
         return earlier
-    modes = [(m, m.training) for net in (model, dense) for m in net.modules()]
-    model.eval()
-    dense.eval()
     try:
-        ones = tuple(_input(net, (1, *input_shape), device) for net in (dense, model))
-        batches = tuple(_input(net, (batch_size, *input_shape), device) for net in (dense, model))
-        # the batch engages the threads the most: where they wait for cores, time at one
-        if thread_bound(dense, batches[0], device):
-            torch.set_num_threads(1)
-        used = torch.get_num_threads()
-        dense_1, model_1 = _paired(dense, model, ones, device, budget_s, LATENCY_BLOCKS)
-        dense_b, model_b = _paired(dense, model, batches, device, budget_s, THROUGHPUT_BLOCKS)
+        with eval_mode(model, dense):
+            ones = tuple(_input(net, (1, *input_shape), device) for net in (dense, model))
+            batches = tuple(
+                _input(net, (batch_size, *input_shape), device) for net in (dense, model)
+            )
+            # the batch engages the threads the most: where they wait for cores, time at one
+            if thread_bound(dense, batches[0], device):
+                torch.set_num_threads(1)
+            used = torch.get_num_threads()
+            dense_1, model_1 = _paired(dense, model, ones, device, budget_s, LATENCY_BLOCKS)
+            dense_b, model_b = _paired(dense, model, batches, device, budget_s, THROUGHPUT_BLOCKS)
     finally:
         torch.set_num_threads(threads)
-        for module, training in modes:
-            module.training = training
     ratios = _block_ratios(model_1, dense_1)
     ratio = statistics.median(ratios)
     low, high = median_interval(ratios)

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from pcnbench.errors import ParamError
+from pcnbench.modes import eval_mode
 from pcnbench.patterns import Patterns
 
 __all__ = [
@@ -99,17 +100,13 @@ def called_layers(
     reference = next(iter(model.parameters()), None)
     device = reference.device if reference is not None else torch.device("cpu")
     dtype = reference.dtype if reference is not None else torch.float32
-    modes = [(module, module.training) for module in model.modules()]
     handles = [model.get_submodule(n).register_forward_pre_hook(hook_for(n)) for n in names]
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros((2, *input_shape), device=device, dtype=dtype))
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes:
-            module.training = training
     return order
 
 

@@ -59,12 +59,6 @@ __all__ = [
 Scheme = Literal["channel", "spatial"]
 
 
-def _kinds() -> tuple[type[nn.Module], ...]:
-    from torch import nn
-
-    return (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
-
-
 _RANK = re.compile(r"^\s*(?:(?P<kind>[er])(?P<value>[0-9.eE+-]+)|(?P<count>\d+))\s*$")
 # A ratio times a width is often a hair above an integer in binary (0.3·10); don't round it up.
 _CEIL_SLACK = 1e-9
@@ -309,11 +303,11 @@ def default_layers(model: nn.Module) -> list[str]:
     The first sees the input and is too thin to save much; the last makes the logits, and a
     rank below the class count would cap what the classifier can tell apart.
     """
-    from pcnbench.api import layer_names
+    from pcnbench.api import WEIGHTED, layer_names
 
     ends = layer_names(model)
     ends = {ends[0], ends[-1]} if ends else set()
-    return [name for name in layer_names(model, _kinds()) if name not in ends]
+    return [name for name in layer_names(model, WEIGHTED) if name not in ends]
 
 
 def lowrank_layers(model: nn.Module, patterns: Sequence[str] | None = None) -> list[str]:
@@ -322,11 +316,11 @@ def lowrank_layers(model: nn.Module, patterns: Sequence[str] | None = None) -> l
     A pattern that matches no conv or linear layer raises ParamError("layers", ...) naming it
     and the layers there are. Reads no weights: works on a model built on the meta device.
     """
-    from pcnbench.api import select_layers
+    from pcnbench.api import WEIGHTED, select_layers
 
     if patterns is None:
         return default_layers(model)
-    return select_layers(model, patterns, key="layers", kinds=_kinds())
+    return select_layers(model, patterns, key="layers", kinds=WEIGHTED)
 
 
 @dataclass
@@ -400,10 +394,10 @@ def lowrank_coverage(
     Without a result every selected layer that `unsupported` accepts counts as reduced: the
     rank, and so whether it saves anything, depends on the weights.
     """
-    from pcnbench.api import Coverage, Reason, layer_names, weight_names
+    from pcnbench.api import WEIGHTED, Coverage, Reason, layer_names, weight_names
 
     account = Coverage(model, "lowrank")
-    names = layer_names(model, _kinds())
+    names = layer_names(model, WEIGHTED)
     selected = set(lowrank_layers(model, patterns))
     convs_linears = layer_names(model)
     for name in names:

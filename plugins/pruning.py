@@ -65,20 +65,17 @@ def prunable_weights(
     """
     from torch import nn
 
-    from pcnbench.api import layer_names, select_layers, weight_names
+    from pcnbench.api import WEIGHTED, layer_names, select_layers, weight_names
 
-    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
-    excluded = set(select_layers(model, exclude, key="exclude", kinds=kinds))
-    extra = (nn.Embedding, nn.EmbeddingBag, *kinds)
+    excluded = set(select_layers(model, exclude, key="exclude", kinds=WEIGHTED))
+    extra = (nn.Embedding, nn.EmbeddingBag, *WEIGHTED)
     included = set(select_layers(model, include, key="include", kinds=extra))
     kept: dict[str, Prunable] = {}
     seen: set[int] = set()  # a tied weight (an embedding shared with a decoder) once
     for name in layer_names(model, extra):
-        if name in excluded or not (
-            isinstance(model.get_submodule(name), kinds) or name in included
-        ):
-            continue
         module = model.get_submodule(name)
+        if name in excluded or not (isinstance(module, WEIGHTED) or name in included):
+            continue
         for param in weight_names(module):
             if id(getattr(module, param)) in seen:
                 continue
@@ -96,13 +93,10 @@ def pruning_coverage(
     model: nn.Module, method: str, exclude: Sequence[str] = (), include: Sequence[str] = ()
 ) -> Coverage:
     """What pruning `model` with these patterns reduces and what it leaves dense, and why."""
-    from torch import nn
-
-    from pcnbench.api import Coverage, Reason, select_layers, weight_names
+    from pcnbench.api import WEIGHTED, Coverage, Reason, select_layers, weight_names
 
     account = Coverage(model, method)
-    kinds = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)
-    for name in select_layers(model, exclude, key="exclude", kinds=kinds):
+    for name in select_layers(model, exclude, key="exclude", kinds=WEIGHTED):
         for param in weight_names(model.get_submodule(name)):
             account.leave(f"{name}.{param}", Reason.PATTERN)
     account.reduce(*(p.qualified for p in prunable_weights(model, exclude, include).values()))

@@ -82,7 +82,6 @@ def print_left_dense(frame: pd.DataFrame, out: Console) -> None:
         return
     records = frame.to_dict("records")
     labels = short_labels([row_parts(r) for r in records], seed=False)
-    routine = {Reason.BIAS, Reason.NORMALIZATION, Reason.EMBEDDING, Reason.TOKEN}
     said: dict[str, str] = {}
     for r in records:
         label = labels[r["cell_id"]]
@@ -90,7 +89,7 @@ def print_left_dense(frame: pd.DataFrame, out: Console) -> None:
         if label in said or is_missing(rows):
             continue
         rows = json.loads(rows) if isinstance(rows, str) else rows
-        odd = [row for row in rows if row.get("reason") not in routine]
+        odd = [row for row in rows if row.get("reason") not in Reason.CONVENTIONAL]
         if not odd:
             continue
         named = "; ".join(f"{o['tensor']} ({o['params']:,}): {o['reason']}" for o in odd[:3])

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pcnbench.api import eval_mode
+
 from .moments import Moments
 
 __all__ = ["Capture", "capture", "trace"]
@@ -113,11 +115,9 @@ def _run(
 
         return hook
 
-    modes = [(module, module.training) for module in model.modules()]
     handles = [layers[name].register_forward_pre_hook(hook_for(name)) for name in layers]
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for batch in batches:
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
                 if reference is not None:
@@ -136,8 +136,6 @@ def _run(
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes:
-            module.training = training
     return state
 
 

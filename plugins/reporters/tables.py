@@ -304,7 +304,7 @@ def _left_dense(point: Point, limit: int = 3) -> str:
     """The largest tensors a point left dense beyond convention and the suite's patterns."""
     from pcnbench.api import Reason
 
-    routine = {Reason.BIAS, Reason.NORMALIZATION, Reason.EMBEDDING, Reason.TOKEN, Reason.PATTERN}
+    routine = {*Reason.CONVENTIONAL, Reason.PATTERN}
     column = point.rows.get("left_dense")
     if column is None:
         return ""
